@@ -1,0 +1,249 @@
+"""PageService: section definitions, pages and sections."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+from loom.content.v1 import pages_pb2, pages_pb2_grpc
+
+from content_service import pages
+from content_service.api.common import STATUS_FROM_DB, mask_paths, status_to_db
+from content_service.convert import (
+    dict_to_struct,
+    loads_object,
+    struct_field_to_json,
+    struct_to_dict,
+    ts,
+)
+from content_service.db import models
+from content_service.db.engine import Database
+from servicekit.auth import current_principal
+from servicekit.pagination import page_of, page_request
+
+
+def definition_proto(row: models.SectionDefinition) -> pages_pb2.SectionDefinition:
+    return pages_pb2.SectionDefinition(
+        id=row.id,
+        environment_id=row.environment_id,
+        name=row.name,
+        schema=dict_to_struct(json.loads(row.schema)),
+        default_content=dict_to_struct(json.loads(row.default_content)),
+        create_time=ts(row.created_at),
+        update_time=ts(row.updated_at),
+    )
+
+
+def page_proto(row: models.Page, sections: list[pages_pb2.Section] | None = None) -> pages_pb2.Page:
+    return pages_pb2.Page(
+        id=row.id,
+        environment_id=row.environment_id,
+        slug=row.slug,
+        title=row.title,
+        status=STATUS_FROM_DB[row.status],
+        metadata=dict_to_struct(loads_object(row.metadata_json)),
+        sections=sections or [],
+        create_time=ts(row.created_at),
+        update_time=ts(row.updated_at),
+        etag=pages.etag_of(row),
+    )
+
+
+def view_proto(view: pages.PageView) -> pages_pb2.Page:
+    return page_proto(
+        view.page,
+        [
+            pages_pb2.Section(
+                id=entry.id,
+                definition_id=definition.id,
+                definition_name=definition.name,
+                content=dict_to_struct(loads_object(entry.content)),
+                position=position,
+            )
+            for entry, definition, position in view.sections
+        ],
+    )
+
+
+def _section_input(section: pages_pb2.Section, field: str) -> pages.SectionInput:
+    content: dict[str, Any] | None = None
+    if section.HasField("content"):
+        content = struct_field_to_json(section, "content", f"{field}.content")
+    return pages.SectionInput(definition_id=section.definition_id, content=content, field=field)
+
+
+class PageServicer(pages_pb2_grpc.PageServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def CreateSectionDefinition(
+        self, request: pages_pb2.CreateSectionDefinitionRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.SectionDefinition:
+        d = request.section_definition
+        schema = struct_field_to_json(d, "schema", "section_definition.schema")
+        default = struct_field_to_json(d, "default_content", "section_definition.default_content")
+        with self.db.write() as s:
+            row = pages.create_definition(
+                s, current_principal(), request.environment_id, d.name, schema, default
+            )
+            return definition_proto(row)
+
+    def GetSectionDefinition(
+        self, request: pages_pb2.GetSectionDefinitionRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.SectionDefinition:
+        with self.db.read() as s:
+            return definition_proto(pages.get_definition(s, current_principal(), request.id))
+
+    def ListSectionDefinitions(
+        self, request: pages_pb2.ListSectionDefinitionsRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.ListSectionDefinitionsResponse:
+        page = page_request(request.page_size, request.page_token, request.environment_id)
+        with self.db.read() as s:
+            rows, token = page_of(
+                pages.list_definitions(s, current_principal(), request.environment_id, page),
+                page,
+                lambda r: r.id,
+            )
+            return pages_pb2.ListSectionDefinitionsResponse(
+                section_definitions=[definition_proto(r) for r in rows], next_page_token=token
+            )
+
+    def UpdateSectionDefinition(
+        self, request: pages_pb2.UpdateSectionDefinitionRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.SectionDefinition:
+        paths = mask_paths(request.update_mask, {"name", "schema", "default_content"})
+        d = request.section_definition
+        with self.db.write() as s:
+            row = pages.update_definition(
+                s,
+                current_principal(),
+                d.id,
+                name=d.name if "name" in paths else None,
+                schema=struct_to_dict(d.schema) if "schema" in paths else None,
+                default_content=struct_to_dict(d.default_content)
+                if "default_content" in paths
+                else None,
+            )
+            return definition_proto(row)
+
+    def DeleteSectionDefinition(
+        self, request: pages_pb2.DeleteSectionDefinitionRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        with self.db.write() as s:
+            pages.delete_definition(s, current_principal(), request.id)
+        return empty_pb2.Empty()
+
+    def CreatePage(
+        self, request: pages_pb2.CreatePageRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.Page:
+        p = request.page
+        sections = [_section_input(sec, f"page.sections[{i}]") for i, sec in enumerate(p.sections)]
+        metadata = struct_field_to_json(p, "metadata", "page.metadata")
+        with self.db.write() as s:
+            row = pages.create_page(
+                s,
+                current_principal(),
+                request.environment_id,
+                slug=p.slug,
+                title=p.title,
+                status=status_to_db(p.status, "page.status", default="draft") or "draft",
+                metadata=metadata,
+                sections=sections,
+                request_id=request.request_id,
+            )
+            return view_proto(pages.load_view(s, row))
+
+    def GetPage(
+        self, request: pages_pb2.GetPageRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.Page:
+        with self.db.read() as s:
+            return view_proto(pages.get_page(s, current_principal(), request.id))
+
+    def GetPageBySlug(
+        self, request: pages_pb2.GetPageBySlugRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.Page:
+        with self.db.read() as s:
+            return view_proto(
+                pages.get_page_by_slug(s, current_principal(), request.environment_id, request.slug)
+            )
+
+    def ListPages(
+        self, request: pages_pb2.ListPagesRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.ListPagesResponse:
+        status = status_to_db(request.status, "status", default=None)
+        page = page_request(request.page_size, request.page_token, request.environment_id, status)
+        with self.db.read() as s:
+            rows, token = page_of(
+                pages.list_pages(s, current_principal(), request.environment_id, status, page),
+                page,
+                lambda r: r.id,
+            )
+            return pages_pb2.ListPagesResponse(
+                pages=[page_proto(r) for r in rows], next_page_token=token
+            )
+
+    def UpdatePage(
+        self, request: pages_pb2.UpdatePageRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.Page:
+        paths = mask_paths(request.update_mask, {"title", "slug", "status", "metadata"})
+        p = request.page
+        changes: dict[str, Any] = {}
+        if "title" in paths:
+            changes["title"] = p.title
+        if "slug" in paths:
+            changes["slug"] = p.slug
+        if "status" in paths:
+            changes["status"] = status_to_db(p.status, "page.status", default="draft")
+        if "metadata" in paths:
+            changes["metadata"] = struct_field_to_json(p, "metadata", "page.metadata")
+        with self.db.write() as s:
+            row = pages.update_page(s, current_principal(), p.id, changes, p.etag)
+            return view_proto(pages.load_view(s, row))
+
+    def DeletePage(
+        self, request: pages_pb2.DeletePageRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        with self.db.write() as s:
+            pages.delete_page(s, current_principal(), request.id)
+        return empty_pb2.Empty()
+
+    def AddSection(
+        self, request: pages_pb2.AddSectionRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.Page:
+        section = _section_input(request.section, "section")
+        position = request.position if request.HasField("position") else None
+        with self.db.write() as s:
+            return view_proto(
+                pages.add_section(s, current_principal(), request.page_id, section, position)
+            )
+
+    def UpdateSection(
+        self, request: pages_pb2.UpdateSectionRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.Page:
+        content = struct_field_to_json(request, "content", "content")
+        with self.db.write() as s:
+            return view_proto(
+                pages.update_section(
+                    s, current_principal(), request.page_id, request.section_id, content
+                )
+            )
+
+    def MoveSection(
+        self, request: pages_pb2.MoveSectionRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.Page:
+        with self.db.write() as s:
+            return view_proto(
+                pages.move_section(
+                    s, current_principal(), request.page_id, request.section_id, request.position
+                )
+            )
+
+    def RemoveSection(
+        self, request: pages_pb2.RemoveSectionRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.Page:
+        with self.db.write() as s:
+            return view_proto(
+                pages.remove_section(s, current_principal(), request.page_id, request.section_id)
+            )

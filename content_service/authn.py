@@ -1,0 +1,45 @@
+"""Resolves a bearer secret to a principal: the admin key, the service token, or a team key."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from content_service.db.engine import Database
+from content_service.db.models import ApiKey
+from servicekit.auth import (
+    UNAUTHENTICATED_MESSAGE,
+    Principal,
+    Role,
+    hash_secret,
+    same_secret,
+)
+from servicekit.errors import Unauthenticated
+
+_ADMIN = Principal(role=Role.ADMIN)
+_SERVICE = Principal(role=Role.SERVICE)
+
+
+class ContentAuthenticator:
+    def __init__(self, db: Database, admin_key: str, service_token: str) -> None:
+        self._db = db
+        self._admin_key = admin_key
+        self._service_token = service_token
+
+    def __call__(self, secret: str | None) -> Principal:
+        if not secret:
+            raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
+        if same_secret(secret, self._admin_key):
+            return _ADMIN
+        if same_secret(secret, self._service_token):
+            return _SERVICE
+        # Core select on the unique hash index: no ORM identity map on the hot path.
+        with self._db.read_engine.connect() as conn:
+            row = conn.execute(
+                select(ApiKey.id, ApiKey.team_id, ApiKey.revoked_at).where(
+                    ApiKey.key_hash == hash_secret(secret)
+                )
+            ).first()
+            conn.rollback()
+        if row is None or row.revoked_at is not None:
+            raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
+        return Principal(role=Role.TEAM, team_id=row.team_id, key_id=row.id)

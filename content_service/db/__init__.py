@@ -1,0 +1,1 @@
+"""The relational database: models, engine, sessions and migrations."""

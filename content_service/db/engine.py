@@ -1,0 +1,126 @@
+"""Engines and per-RPC sessions for SQLite (default) and PostgreSQL.
+
+SQLite is opened through pysqlite3, which bundles a SQLite without the WAL-reset corruption
+bug. Write transactions begin with BEGIN IMMEDIATE so concurrent writers queue on
+busy_timeout instead of failing with "database is locked" when a deferred transaction tries
+to upgrade its read lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+# The WAL-reset bug (a checkpoint racing a writer could corrupt the database) affects SQLite
+# 3.7.0 up to 3.51.2; 3.51.3 fixed it.
+FIRST_FIXED_SQLITE = (3, 51, 3)
+
+
+class UnsafeSqliteError(RuntimeError):
+    pass
+
+
+def check_sqlite_version(version: tuple[int, ...], journal_mode: str) -> None:
+    """Refuses WAL mode on a SQLite that has the WAL-reset corruption bug."""
+    if journal_mode.lower() == "wal" and tuple(version[:3]) < FIRST_FIXED_SQLITE:
+        have = ".".join(map(str, version))
+        need = ".".join(map(str, FIRST_FIXED_SQLITE))
+        raise UnsafeSqliteError(
+            f"SQLite {have} has the WAL-reset corruption bug (fixed in {need}); refusing to "
+            "open the database in WAL mode. Install the pysqlite3 wheel (pip install "
+            "'pysqlite3>=0.6.1'), which bundles a fixed SQLite."
+        )
+
+
+def sqlite_module() -> Any:
+    import pysqlite3.dbapi2 as module  # bundles SQLite 3.53.x with FTS5
+
+    return module
+
+
+@dataclass(frozen=True)
+class SqliteOptions:
+    busy_timeout_ms: int = 10_000
+
+
+def _configure_sqlite(engine: Engine, options: SqliteOptions, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below); the driver's implicit BEGIN would be DEFERRED.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        # WAL: readers never block the writer and the writer never blocks readers.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # Wait for the write lock instead of failing at once with SQLITE_BUSY.
+        cursor.execute(f"PRAGMA busy_timeout={int(options.busy_timeout_ms)}")
+        # SQLite leaves foreign keys off unless asked, per connection.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Durable across application crashes in WAL mode; only an OS crash can lose the
+        # last transactions, never corrupt the file.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """Both engines of one database and the two kinds of session an RPC may open."""
+
+    def __init__(self, url: str, *, sqlite: SqliteOptions | None = None, pool_size: int = 8):
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            module = sqlite_module()
+            check_sqlite_version(module.sqlite_version_info, "wal")
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            options = sqlite or SqliteOptions()
+            url = str(parsed.set(drivername="sqlite+pysqlite"))
+            common: dict[str, Any] = {"module": module, "pool_pre_ping": False}
+            self.write_engine = create_engine(url, pool_size=4, max_overflow=4, **common)
+            self.read_engine = create_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, **common
+            )
+            _configure_sqlite(self.write_engine, options, immediate=True)
+            _configure_sqlite(self.read_engine, options, immediate=False)
+        else:
+            if parsed.drivername in ("postgresql", "postgres"):
+                url = str(parsed.set(drivername="postgresql+psycopg"))
+            self.write_engine = create_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self.read_engine = self.write_engine
+
+    @property
+    def dialect(self) -> str:
+        return self.write_engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one write transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
+        with Session(self.write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session in one read transaction: a consistent snapshot, never takes the write lock."""
+        with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()

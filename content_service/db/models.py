@@ -1,0 +1,282 @@
+"""SQLAlchemy models. Names follow the seed schema: snake_case, JSON as text, timestamps as
+integer seconds. Alembic revisions in content_service/migrations own the real schema; a test
+checks these models never drift from them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Batch-mode migrations on SQLite recreate tables and need every constraint to have a name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _fk(target: str) -> ForeignKey:
+    return ForeignKey(target, ondelete="CASCADE")
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(_fk("teams.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    # sha256 of the secret; the secret itself is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(_fk("teams.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[str] = mapped_column(_fk("sites.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SectionDefinition(Base):
+    __tablename__ = "section_definitions"
+    __table_args__ = (UniqueConstraint("environment_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    schema: Mapped[str] = mapped_column(Text)
+    default_content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SectionEntry(Base):
+    __tablename__ = "section_entries"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"), index=True)
+    # NO ACTION (checked at the end of the statement, unlike RESTRICT): a definition in use
+    # cannot be deleted on its own, yet deleting the whole environment cascades cleanly.
+    definition_id: Mapped[str] = mapped_column(ForeignKey("section_definitions.id"), index=True)
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Page(Base):
+    __tablename__ = "pages"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "slug"),
+        UniqueConstraint("environment_id", "request_id"),
+        Index("ix_pages_environment_id_status_id", "environment_id", "status", "id"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
+    slug: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16))
+    metadata_json: Mapped[str] = mapped_column("metadata", Text)
+    # Bumped on every write to the page or its sections; the etag is derived from it.
+    version: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PageSection(Base):
+    __tablename__ = "page_sections"
+    __table_args__ = (Index("ix_page_sections_page_id_position", "page_id", "position"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    page_id: Mapped[str] = mapped_column(_fk("pages.id"))
+    section_entry_id: Mapped[str] = mapped_column(_fk("section_entries.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class Post(Base):
+    __tablename__ = "posts"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "slug"),
+        Index("ix_posts_environment_id_status_id", "environment_id", "status", "id"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
+    slug: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(500))
+    excerpt: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    author: Mapped[str] = mapped_column(String(200))
+    # JSON list, as in the seed; post_tags holds the same tags for indexed filtering.
+    tags: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PostTag(Base):
+    __tablename__ = "post_tags"
+    __table_args__ = (
+        Index("ix_post_tags_environment_id_tag_post_id", "environment_id", "tag", "post_id"),
+    )
+    post_id: Mapped[str] = mapped_column(_fk("posts.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
+
+
+class Navigation(Base):
+    __tablename__ = "navigation"
+    __table_args__ = (UniqueConstraint("environment_id", "name"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    # JSON tree of items: [{"label", "page_id" | "url", "children": [...]}].
+    items: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChatSession(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_site_id_id", "site_id", "id"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The seed's sessions had no tenant scope; ours belong to a site.
+    site_id: Mapped[str] = mapped_column(_fk("sites.id"))
+    title: Mapped[str] = mapped_column(String(500))
+    metadata_json: Mapped[str] = mapped_column("metadata", Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("session_id", "seq"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    session_id: Mapped[str] = mapped_column(_fk("sessions.id"))
+    # Position in the session, 0-based, dense: keeps the order without relying on clocks.
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- 0001_add_images ---------------------------------------------------------------------
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (
+        # Dedup per environment is a constraint, so concurrent uploads cannot race past it.
+        UniqueConstraint("environment_id", "hash"),
+        Index("ix_images_environment_id_state_id", "environment_id", "state", "id"),
+        Index("ix_images_state_lease_expires_at", "state", "lease_expires_at"),
+        Index("ix_images_blob_key", "blob_key"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    # Content-addressed path of the original under the media folder.
+    blob_key: Mapped[str] = mapped_column(String(255))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    # pending -> processing -> completed | failed
+    state: Mapped[str] = mapped_column(String(16))
+    alt_text: Mapped[str] = mapped_column(Text)
+    metadata_json: Mapped[str] = mapped_column("metadata", Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- 0002_add_variants -------------------------------------------------------------------
+
+
+class ImageVariant(Base):
+    __tablename__ = "image_variants"
+    __table_args__ = (UniqueConstraint("image_id", "width", "format"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    image_id: Mapped[str] = mapped_column(_fk("images.id"))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- 0003_add_site_settings --------------------------------------------------------------
+
+
+class SiteSettings(Base):
+    __tablename__ = "site_settings"
+    # One row per environment, so an environment clone carries its settings along.
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"), primary_key=True)
+    site_id: Mapped[str] = mapped_column(_fk("sites.id"), index=True)
+    site_name: Mapped[str] = mapped_column(String(200))
+    default_locale: Mapped[str] = mapped_column(String(35))
+    theme: Mapped[str] = mapped_column(String(100))
+    seo_title: Mapped[str] = mapped_column(String(500))
+    seo_description: Mapped[str] = mapped_column(Text)
+    extra: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- 0004_add_index_outbox ---------------------------------------------------------------
+
+
+class IndexOutbox(Base):
+    """Embedding work written in the same transaction as the content change; a dispatcher
+    delivers it to vector_service and deletes the row once acknowledged."""
+
+    __tablename__ = "index_outbox"
+    __table_args__ = (Index("ix_index_outbox_next_attempt_at_id", "next_attempt_at", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    site_id: Mapped[str] = mapped_column(String(32))
+    environment_id: Mapped[str] = mapped_column(String(32))
+    # page | section | post | image
+    kind: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[str] = mapped_column(String(32))
+    # upsert | delete
+    op: Mapped[str] = mapped_column(String(8))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,69 @@
+"""Tenant scope: every read and write resolves its parent through these, filtered by the
+caller's team. Another team's resource is NotFound, exactly like a missing one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from content_service.db.models import Environment, Site
+from servicekit.auth import Principal
+from servicekit.errors import NotFound, PermissionDenied, invalid
+
+
+@dataclass(frozen=True)
+class EnvScope:
+    team_id: str
+    site_id: str
+    environment_id: str
+
+
+def require_id(value: str, field: str) -> str:
+    if not value:
+        raise invalid(field, "is required")
+    if len(value) > 64:
+        raise invalid(field, "is not a valid id")
+    return value
+
+
+def environment(
+    session: Session, principal: Principal, environment_id: str, field: str = "environment_id"
+) -> EnvScope:
+    require_id(environment_id, field)
+    stmt = (
+        select(Site.team_id, Environment.site_id)
+        .join(Site, Site.id == Environment.site_id)
+        .where(Environment.id == environment_id)
+    )
+    if principal.team_id is not None and not principal.is_admin:
+        stmt = stmt.where(Site.team_id == principal.team_id)
+    row = session.execute(stmt).first()
+    if row is None:
+        raise NotFound("environment", environment_id)
+    return EnvScope(team_id=row[0], site_id=row[1], environment_id=environment_id)
+
+
+def site(session: Session, principal: Principal, site_id: str, field: str = "site_id") -> Site:
+    require_id(site_id, field)
+    found = session.get(Site, site_id)
+    if found is None or not can_see_team(principal, found.team_id):
+        raise NotFound("site", site_id)
+    return found
+
+
+def can_see_team(principal: Principal, team_id: str) -> bool:
+    return principal.is_admin or principal.is_service or principal.team_id == team_id
+
+
+def team_for_write(principal: Principal, requested: str, field: str = "team_id") -> str:
+    """The team a create acts on: the key's own team, or (admin/service) the named one."""
+    if principal.is_admin or principal.is_service:
+        if not requested:
+            raise invalid(field, "is required with the admin key")
+        return requested
+    assert principal.team_id is not None
+    if requested and requested != principal.team_id:
+        raise PermissionDenied("a team key can only act on its own team")
+    return principal.team_id

@@ -1,0 +1,84 @@
+"""create_server(settings): the content service with its interceptor, servicers, health and
+reflection, bound to the configured port (0 picks a free one; the bound port is returned)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from loom.content.v1 import pages_pb2, pages_pb2_grpc, tenancy_pb2, tenancy_pb2_grpc
+
+from content_service.api.pages import PageServicer
+from content_service.api.tenancy import TenancyServicer
+from content_service.authn import ContentAuthenticator
+from content_service.db.engine import Database, SqliteOptions
+from content_service.db.migrate import ensure_current
+from content_service.settings import ContentSettings
+from servicekit.auth import load_or_create_secret
+from servicekit.edge import EdgeInterceptor
+from servicekit.server import Running, Service, build_server
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    admin_key: str
+    service_token: str
+
+
+def load_secrets(settings: ContentSettings) -> Secrets:
+    admin = settings.admin_key
+    if not admin:
+        path = settings.data_dir / "admin.key"
+        admin, created = load_or_create_secret(path, "loomadmin")
+        if created:
+            log.warning(
+                "generated an admin key in %s (0600). Use it as: "
+                'grpcurl -plaintext -H "authorization: Bearer $(cat %s)" ...',
+                path,
+                path,
+            )
+    token = (
+        settings.service_token
+        or load_or_create_secret(settings.data_dir / "service.token", "loomsvc")[0]
+    )
+    return Secrets(admin_key=admin, service_token=token)
+
+
+def open_database(settings: ContentSettings) -> Database:
+    return Database(
+        settings.database_url,
+        sqlite=SqliteOptions(busy_timeout_ms=settings.sqlite_busy_timeout_ms),
+        pool_size=settings.db_pool_size,
+    )
+
+
+def create_server(settings: ContentSettings, database: Database | None = None) -> Running:
+    db = database or open_database(settings)
+    ensure_current(db)
+    secrets = load_secrets(settings)
+    services = [
+        Service(
+            tenancy_pb2.DESCRIPTOR.services_by_name["TenancyService"].full_name,
+            tenancy_pb2_grpc.add_TenancyServiceServicer_to_server,
+            TenancyServicer(db),
+        ),
+        Service(
+            pages_pb2.DESCRIPTOR.services_by_name["PageService"].full_name,
+            pages_pb2_grpc.add_PageServiceServicer_to_server,
+            PageServicer(db),
+        ),
+    ]
+    running = build_server(
+        services=services,
+        interceptors=[
+            EdgeInterceptor(ContentAuthenticator(db, secrets.admin_key, secrets.service_token))
+        ],
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+    )
+    if database is None:
+        running.on_stop.append(db.dispose)
+    return running

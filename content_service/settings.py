@@ -1,0 +1,33 @@
+"""content_service settings: one object, read from the environment (see README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ContentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTENT_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(default=Path("data"), validation_alias=AliasChoices("DATA_DIR"))
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # Empty means a SQLite file under DATA_DIR.
+    database_url_override: str = Field(default="", validation_alias="CONTENT_DATABASE_URL")
+    # Empty means: read or create DATA_DIR/admin.key (0600).
+    admin_key: str = ""
+    # Shared by our own processes; empty means: read or create DATA_DIR/service.token (0600).
+    service_token: str = Field(default="", validation_alias="LOOM_SERVICE_TOKEN")
+    workers: int = Field(default=16, ge=1, le=256)
+    grace_seconds: float = Field(default=10.0, ge=0)
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    db_pool_size: int = Field(default=8, ge=1)
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+
+    @property
+    def database_url(self) -> str:
+        if self.database_url_override:
+            return self.database_url_override
+        return f"sqlite:///{(self.data_dir / 'content.db').resolve()}"

@@ -1,0 +1,1 @@
+"""image_worker: turns pending uploads into completed images (being built; see the README)."""

@@ -1,0 +1,1 @@
+"""Pieces shared by our gRPC processes: server wiring, errors, auth metadata, logging."""

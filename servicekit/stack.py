@@ -1,0 +1,50 @@
+"""`python -m servicekit.stack`: the whole stack in the foreground on embedded defaults.
+
+Migrates the database, then runs each process with the same command docker-compose uses,
+prefixing their logs. Ctrl-C / SIGTERM stops them all gracefully (honcho forwards the signal
+and waits)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# The processes of the stack, by the command compose also runs. Later services add theirs here.
+PROCESSES = {
+    "content": [sys.executable, "-m", "content_service", "serve"],
+}
+
+
+def main() -> int:
+    from honcho.manager import Manager
+
+    data_dir = Path(os.environ.get("DATA_DIR", "data")).resolve()
+    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    migrate = subprocess.run(
+        [sys.executable, "-m", "content_service", "migrate"], env=env, check=False
+    )
+    if migrate.returncode != 0:
+        return migrate.returncode
+    port = env.get("CONTENT_PORT", "50051")
+    admin = (
+        "$CONTENT_ADMIN_KEY" if env.get("CONTENT_ADMIN_KEY") else f"$(cat {data_dir / 'admin.key'})"
+    )
+    print(
+        f"data in {data_dir}\n"
+        f"try:  .venv/bin/grpcurl -plaintext localhost:{port} list\n"
+        f'admin: .venv/bin/grpcurl -plaintext -H "authorization: Bearer {admin}" ...\n'
+        "(the admin key file is created on first start, mode 0600)",
+        flush=True,
+    )
+    manager = Manager()
+    for name, command in PROCESSES.items():
+        # exec: the process itself gets the signal honcho forwards, not an intermediate shell.
+        manager.add_process(name, "exec " + " ".join(command), env=env)
+    manager.loop()
+    return int(manager.returncode or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
