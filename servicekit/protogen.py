@@ -50,6 +50,28 @@ def _files(root: Path) -> set[Path]:
     }
 
 
+def sync() -> None:
+    """Regenerates into a temporary folder, then replaces only what changed, so a process
+    importing gen/ meanwhile never sees it half-written."""
+    import os
+    import shutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        generate(fresh)
+        want, have = _files(fresh), _files(GEN_ROOT) if GEN_ROOT.exists() else set()
+        for rel in sorted(want):
+            target = GEN_ROOT / rel
+            if rel in have and filecmp.cmp(fresh / rel, target, shallow=False):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(fresh / rel, staged)
+            os.replace(staged, target)
+        for rel in sorted(have - want):
+            (GEN_ROOT / rel).unlink()
+
+
 def check() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
@@ -69,11 +91,7 @@ def check() -> int:
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "gen"
     if command == "gen":
-        import shutil
-
-        shutil.rmtree(GEN_ROOT, ignore_errors=True)
-        GEN_ROOT.mkdir()
-        generate(GEN_ROOT)
+        sync()
         return 0
     if command == "check":
         return check()
