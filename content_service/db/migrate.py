@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 
 from content_service.db.engine import Database
 
@@ -37,20 +40,45 @@ def current_revision(database: Database) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextmanager
+def migration_connection(database: Database) -> Iterator[Connection]:
+    """A connection for running migrations.
+
+    On SQLite, batch mode recreates a table (copy, DROP, rename); with foreign keys ON, that
+    DROP would cascade-delete every child row. So migrations run with foreign keys OFF (which
+    SQLite only allows outside a transaction), and `foreign_key_check` must come back clean
+    before the change is committed."""
+    with database.write_engine.connect() as conn:
+        if not database.is_sqlite:
+            yield conn
+            conn.commit()
+            return
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield conn
+            problems = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                conn.rollback()
+                raise RuntimeError(f"migration left broken foreign keys: {problems[:5]}")
+            conn.commit()
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(database: Database, revision: str = "head") -> None:
     config = alembic_config(database)
-    with database.write_engine.connect() as conn:
+    with migration_connection(database) as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
-        conn.commit()
 
 
 def downgrade(database: Database, revision: str) -> None:
     config = alembic_config(database)
-    with database.write_engine.connect() as conn:
+    with migration_connection(database) as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, revision)
-        conn.commit()
 
 
 def ensure_current(database: Database) -> None:

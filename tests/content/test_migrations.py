@@ -3,6 +3,9 @@ with data in the tables, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -60,4 +63,46 @@ def test_base_head_base_head_with_data(db_url: str) -> None:
     upgrade(db)
     with db.read() as s:
         assert s.execute(text("select count(*) from pages")).scalar() == 0
+    db.dispose()
+
+
+def test_batch_recreating_a_parent_table_keeps_child_rows(tmp_path: Path) -> None:
+    """SQLite batch mode drops and recreates tables; that must never cascade to children.
+    (SQLite only: PostgreSQL alters tables in place.)"""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext as Context
+
+    from content_service.db.migrate import migration_connection
+
+    db = Database(f"sqlite:///{tmp_path / 'batch.db'}")
+    upgrade(db)
+    with db.write() as s:
+        for statement in SEED:
+            s.execute(text(statement))
+        s.execute(
+            text(
+                "insert into section_definitions (id, environment_id, name, schema,"
+                " default_content, created_at, updated_at)"
+                " values ('d1', 'e1', 'hero', '{}', '{}', 1, 1)"
+            )
+        )
+        s.execute(
+            text(
+                "insert into section_entries (id, environment_id, definition_id, content,"
+                " created_at, updated_at) values ('se1', 'e1', 'd1', '{}', 1, 1)"
+            )
+        )
+        s.execute(
+            text(
+                "insert into page_sections (id, page_id, section_entry_id, position)"
+                " values ('ps1', 'p1', 'se1', 0)"
+            )
+        )
+    with migration_connection(db) as conn:
+        ops = Operations(Context.configure(conn, opts={"render_as_batch": True}))
+        with ops.batch_alter_table("pages", recreate="always") as batch:
+            batch.alter_column("title", existing_type=sa.String(500), type_=sa.String(600))
+    with db.read() as s:
+        assert s.execute(text("select count(*) from page_sections")).scalar() == 1
+        assert s.execute(text("select title from pages")).scalar() == "Home"
     db.dispose()
