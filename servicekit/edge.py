@@ -88,6 +88,11 @@ class EdgeInterceptor(_Interceptor):
             code = context.code()  # type: ignore[attr-defined]
             if code not in (None, grpc.StatusCode.OK):
                 raise exc  # already aborted deliberately (by grpc itself)
+            if not context.is_active() or isinstance(exc, grpc.RpcError):
+                # The client went away (cancelled, deadline): reading its request stream
+                # raised. Nobody is listening for a status; this is not our failure.
+                log.info("%s: client cancelled or timed out", method)
+                raise exc
             log.exception("%s failed unexpectedly", method)
             context.abort_with_status(rpc_status.to_status(_internal_status(request_id_var.get())))
 
