@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import scope, validation
+from content_service import scope, search_index, validation
 from content_service.convert import dumps, loads_object, now
 from content_service.db.models import Page, PageSection, SectionDefinition, SectionEntry
 from content_service.scope import EnvScope
@@ -239,6 +239,7 @@ def create_page(
     session.add(page)
     _flush_unique(session, f"a page with slug {slug!r} already exists in this environment")
     _insert_sections(session, env, page.id, checked, start=0)
+    search_index.index_page(session, page)
     return page
 
 
@@ -370,6 +371,7 @@ def update_page(
         page.metadata_json = dumps(changes["metadata"])
     _touch(page)
     _flush_unique(session, f"a page with slug {page.slug!r} already exists in this environment")
+    search_index.index_page(session, page)
     return page
 
 
@@ -378,6 +380,7 @@ def delete_page(session: Session, principal: Principal, page_id: str) -> EnvScop
     entry_ids = list(
         session.scalars(select(PageSection.section_entry_id).where(PageSection.page_id == page.id))
     )
+    search_index.forget_page(session, page.id)
     session.delete(page)
     session.flush()
     if entry_ids:
@@ -437,6 +440,7 @@ def add_section(
         order.insert(position, new_link)
         _renumber(session, order)
     _touch(page)
+    search_index.index_page(session, page)
     return load_view(session, page)
 
 
@@ -471,6 +475,7 @@ def update_section(
     entry.content = dumps(content)
     entry.updated_at = now()
     _touch(page)
+    search_index.index_page(session, page)
     return load_view(session, page)
 
 
@@ -486,6 +491,7 @@ def move_section(
     order.insert(min(position, len(order)), moved)
     _renumber(session, order)
     _touch(page)
+    search_index.index_page(session, page)
     return load_view(session, page)
 
 
@@ -499,6 +505,7 @@ def remove_section(
     session.execute(delete(SectionEntry).where(SectionEntry.id == entry_id))
     _renumber(session, [link for link, _ in links])
     _touch(page)
+    search_index.index_page(session, page)
     return load_view(session, page)
 
 

@@ -4,8 +4,11 @@ checks these models never drift from them."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -15,6 +18,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+if TYPE_CHECKING:
+    from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 
 # Batch-mode migrations on SQLite recreate tables and need every constraint to have a name.
 NAMING_CONVENTION = {
@@ -101,6 +107,8 @@ class Page(Base):
         UniqueConstraint("environment_id", "slug"),
         UniqueConstraint("environment_id", "request_id"),
         Index("ix_pages_environment_id_status_id", "environment_id", "status", "id"),
+        # 0005: ListPages without a status filter reads in id order instead of sorting.
+        Index("ix_pages_environment_id_id", "environment_id", "id"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
@@ -129,6 +137,8 @@ class Post(Base):
     __table_args__ = (
         UniqueConstraint("environment_id", "slug"),
         Index("ix_posts_environment_id_status_id", "environment_id", "status", "id"),
+        # 0005: ListPosts without a status filter reads in id order instead of sorting.
+        Index("ix_posts_environment_id_id", "environment_id", "id"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
@@ -280,3 +290,63 @@ class IndexOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- 0005_add_search ---------------------------------------------------------------------
+
+
+class SearchDocument(Base):
+    """The text full-text search sees: one row per page (title + every string inside its
+    sections' content) and per post (title; excerpt + body), written by
+    content_service.search_index in the same transaction as the content change. Deleting the
+    page, post or environment cascades here.
+
+    The full-text index itself lives outside the models, created in raw SQL by 0005: on SQLite
+    the FTS5 table `search_fts` (external content = this table, kept in step by triggers); on
+    PostgreSQL the generated column `tsv` with a GIN index. `include_name` below keeps those
+    out of the models-vs-migrations comparison."""
+
+    __tablename__ = "search_documents"
+    __table_args__ = (
+        CheckConstraint(
+            "(kind = 'page' AND page_id IS NOT NULL AND post_id IS NULL)"
+            " OR (kind = 'post' AND post_id IS NOT NULL AND page_id IS NULL)",
+            name="kind_matches_source",
+        ),
+        Index("ix_search_documents_environment_id_kind", "environment_id", "kind"),
+    )
+    # Also the FTS5 rowid (INTEGER PRIMARY KEY on SQLite).
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment_id: Mapped[str] = mapped_column(_fk("environments.id"))
+    # page | post
+    kind: Mapped[str] = mapped_column(String(8))
+    page_id: Mapped[str | None] = mapped_column(_fk("pages.id"), unique=True)
+    post_id: Mapped[str | None] = mapped_column(_fk("posts.id"), unique=True)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# Full-text objects created in raw SQL by 0005: on SQLite the FTS5 table and the shadow tables
+# FTS5 keeps beside it. Nothing else is excluded from the comparison.
+FTS_SQLITE_TABLES = frozenset(
+    ["search_fts"] + [f"search_fts_{s}" for s in ("data", "idx", "docsize", "config", "content")]
+)
+FTS_POSTGRES_COLUMN = "tsv"
+FTS_POSTGRES_INDEX = "ix_search_documents_tsv"
+
+
+def include_name(
+    name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
+) -> bool:
+    """Alembic `include_name` hook (autogenerate and the drift test): skips the raw-SQL
+    full-text objects, which SQLAlchemy cannot model on both backends."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return name not in FTS_SQLITE_TABLES
+    if type_ == "column" and parent_names.get("table_name") == SearchDocument.__tablename__:
+        return name != FTS_POSTGRES_COLUMN
+    if type_ == "index":
+        return name != FTS_POSTGRES_INDEX
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from content_service.db.models import Base
+from content_service.db.models import Base, include_name
 
 config = context.config
 
@@ -18,6 +18,8 @@ def run_migrations(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         transaction_per_migration=True,
         compare_type=True,
+        # Raw-SQL full-text objects (FTS5 table, tsvector column) are not in the models.
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from content_service.db.engine import Database
 from content_service.db.migrate import alembic_config, downgrade, upgrade
-from content_service.db.models import Base
+from content_service.db.models import Base, include_name
 
 SEED = [
     "insert into teams (id, name, created_at) values ('t1', 'Team', 1)",
@@ -29,7 +29,10 @@ SEED = [
 def test_models_match_migrations(migrated_db: Database) -> None:
     with migrated_db.write_engine.connect() as conn:
         diff = compare_metadata(
-            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+            MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_name": include_name}
+            ),
+            Base.metadata,
         )
     assert diff == []
 

@@ -1,0 +1,140 @@
+"""Keeps the full-text search documents in step with pages and posts.
+
+Called by the write functions (pages.py, posts.py, clone.py) inside the RPC's write
+transaction, after the change is applied: a page is searchable the moment the call that wrote
+it returns, and a rolled-back write leaves no trace in the index. One row of search_documents
+per page or post; the backend's full-text index over it (SQLite FTS5 through triggers,
+PostgreSQL a generated tsvector column) follows that row in the same transaction (see
+migration 0005). Deleting a page, post or environment also removes its documents through the
+foreign keys' ON DELETE CASCADE; the explicit `forget_*` calls make that independent of the
+connection's foreign-key setting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from content_service.convert import loads_object, now
+from content_service.db.models import Page, PageSection, Post, SearchDocument, SectionEntry
+
+PAGE = "page"
+POST = "post"
+# Highlight markers the search queries ask the backend to put around matches (Unicode
+# private use characters, so they cannot collide with HTML or Markdown); removed from
+# indexed text so user content can never fake a highlight.
+MARK_START = "\ue000"
+MARK_END = "\ue001"
+_SCRUB = str.maketrans({"\x00": " ", MARK_START: " ", MARK_END: " "})
+# Text beyond this many characters of a title or body is not indexed: it keeps every
+# document well under PostgreSQL's 1 MB tsvector limit, so no write can fail on indexing.
+MAX_INDEXED_CHARS = 200_000
+
+DOCUMENTS: Table = SearchDocument.__table__  # type: ignore[assignment]
+
+
+def clean(text: str) -> str:
+    """Text as stored for search: no highlight markers, no NUL (PostgreSQL rejects it), at
+    most MAX_INDEXED_CHARS characters."""
+    return text[:MAX_INDEXED_CHARS].translate(_SCRUB)
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string leaf of a JSON value, in document order (keys are not text)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def page_body(section_contents: list[str]) -> str:
+    """A page's searchable body: the text inside its sections, in order."""
+    return "\n".join(
+        s for content in section_contents for s in strings(loads_object(content)) if s.strip()
+    )
+
+
+def post_body(excerpt: str, body: str) -> str:
+    return "\n".join(t for t in (excerpt, body) if t)
+
+
+def _upsert(
+    session: Session,
+    *,
+    environment_id: str,
+    kind: str,
+    source_id: str,
+    title: str,
+    body: str,
+) -> None:
+    key = DOCUMENTS.c.page_id if kind == PAGE else DOCUMENTS.c.post_id
+    title, body = clean(title), clean(body)
+    existing = session.execute(
+        select(DOCUMENTS.c.id, DOCUMENTS.c.title, DOCUMENTS.c.body).where(key == source_id)
+    ).first()
+    if existing is None:
+        session.execute(
+            insert(DOCUMENTS).values(
+                environment_id=environment_id,
+                kind=kind,
+                page_id=source_id if kind == PAGE else None,
+                post_id=source_id if kind == POST else None,
+                title=title,
+                body=body,
+                updated_at=now(),
+            )
+        )
+    elif (existing.title, existing.body) != (title, body):
+        # Unchanged text (a section move, a status change) does not touch the index.
+        session.execute(
+            update(DOCUMENTS)
+            .where(DOCUMENTS.c.id == existing.id)
+            .values(title=title, body=body, updated_at=now())
+        )
+
+
+def index_page(session: Session, page: Page) -> None:
+    """(Re)indexes a page from its current title and sections (pending changes included:
+    the session autoflushes before reading)."""
+    contents = list(
+        session.scalars(
+            select(SectionEntry.content)
+            .join(PageSection, PageSection.section_entry_id == SectionEntry.id)
+            .where(PageSection.page_id == page.id)
+            .order_by(PageSection.position)
+        )
+    )
+    _upsert(
+        session,
+        environment_id=page.environment_id,
+        kind=PAGE,
+        source_id=page.id,
+        title=page.title,
+        body=page_body(contents),
+    )
+
+
+def index_post(session: Session, post: Post) -> None:
+    session.flush()
+    _upsert(
+        session,
+        environment_id=post.environment_id,
+        kind=POST,
+        source_id=post.id,
+        title=post.title,
+        body=post_body(post.excerpt, post.body),
+    )
+
+
+def forget_page(session: Session, page_id: str) -> None:
+    session.execute(delete(DOCUMENTS).where(DOCUMENTS.c.page_id == page_id))
+
+
+def forget_post(session: Session, post_id: str) -> None:
+    session.execute(delete(DOCUMENTS).where(DOCUMENTS.c.post_id == post_id))
