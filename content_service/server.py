@@ -6,9 +6,33 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from loom.content.v1 import pages_pb2, pages_pb2_grpc, tenancy_pb2, tenancy_pb2_grpc
+from loom.content.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
+    clone_pb2,
+    clone_pb2_grpc,
+    navigation_pb2,
+    navigation_pb2_grpc,
+    pages_pb2,
+    pages_pb2_grpc,
+    posts_pb2,
+    posts_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+    settings_pb2,
+    settings_pb2_grpc,
+    tenancy_pb2,
+    tenancy_pb2_grpc,
+)
 
+from content_service.api.chat import ChatServicer
+from content_service.api.clone import EnvironmentCloneServicer
+from content_service.api.images import image_services
+from content_service.api.navigation import NavigationServicer
 from content_service.api.pages import PageServicer
+from content_service.api.posts import PostServicer
+from content_service.api.search import SearchServicer
+from content_service.api.site_settings import SiteSettingsServicer
 from content_service.api.tenancy import TenancyServicer
 from content_service.authn import ContentAuthenticator
 from content_service.db.engine import Database, SqliteOptions
@@ -69,6 +93,37 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
             pages_pb2_grpc.add_PageServiceServicer_to_server,
             PageServicer(db),
         ),
+        Service(
+            posts_pb2.DESCRIPTOR.services_by_name["PostService"].full_name,
+            posts_pb2_grpc.add_PostServiceServicer_to_server,
+            PostServicer(db),
+        ),
+        Service(
+            navigation_pb2.DESCRIPTOR.services_by_name["NavigationService"].full_name,
+            navigation_pb2_grpc.add_NavigationServiceServicer_to_server,
+            NavigationServicer(db),
+        ),
+        Service(
+            settings_pb2.DESCRIPTOR.services_by_name["SiteSettingsService"].full_name,
+            settings_pb2_grpc.add_SiteSettingsServiceServicer_to_server,
+            SiteSettingsServicer(db),
+        ),
+        Service(
+            chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
+            chat_pb2_grpc.add_ChatServiceServicer_to_server,
+            ChatServicer(db),
+        ),
+        Service(
+            search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name,
+            search_pb2_grpc.add_SearchServiceServicer_to_server,
+            SearchServicer(db),
+        ),
+        Service(
+            clone_pb2.DESCRIPTOR.services_by_name["EnvironmentCloneService"].full_name,
+            clone_pb2_grpc.add_EnvironmentCloneServiceServicer_to_server,
+            EnvironmentCloneServicer(db),
+        ),
+        *image_services(db, settings),
     ]
     running = build_server(
         services=services,

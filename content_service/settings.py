@@ -25,9 +25,20 @@ class ContentSettings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     db_pool_size: int = Field(default=8, ge=1)
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    # Images (docs/images.md). Empty media dir means DATA_DIR/media.
+    media_dir_override: str = Field(default="", validation_alias="CONTENT_MEDIA_DIR")
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    # How long an image job's lease lasts (and how far ExtendImageLease moves it).
+    lease_seconds: int = Field(default=60, ge=1, le=3600)
+    # Claims of one image before a retryable failure or an expired lease fails it for good.
+    max_attempts: int = Field(default=5, ge=1, le=100)
 
     @property
     def database_url(self) -> str:
         if self.database_url_override:
             return self.database_url_override
         return f"sqlite:///{(self.data_dir / 'content.db').resolve()}"
+
+    @property
+    def media_dir(self) -> Path:
+        return Path(self.media_dir_override) if self.media_dir_override else self.data_dir / "media"
