@@ -1,0 +1,37 @@
+"""`python -m vector_service`: serves until SIGTERM/SIGINT, then drains gracefully."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from servicekit import logs
+from servicekit.server import serve_until_signalled
+from vector_service.embeddings import EmbeddingError, create_embedder
+from vector_service.server import create_server
+from vector_service.settings import VectorSettings
+
+log = logging.getLogger("vector_service")
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv:
+        print("usage: python -m vector_service (configured by environment variables)")
+        return 2
+    settings = VectorSettings()
+    logs.configure(settings.log_level)
+    try:
+        embedder = create_embedder(settings.embedder_config())
+        load = getattr(embedder, "load", None)
+        if callable(load):
+            load()  # read model weights now: a missing model fails the start, not a request
+        running = create_server(settings, embedder=embedder)
+    except EmbeddingError as exc:
+        log.error("cannot set up the %s embedder: %s", settings.provider, exc)
+        return 2
+    serve_until_signalled(running, settings.grace_seconds, "vector_service")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

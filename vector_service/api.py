@@ -1,0 +1,364 @@
+"""VectorService servicer: validates requests, checks who may call, converts to and from
+protos. The work is done by vector_service.store and vector_service.search."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import timestamp_pb2
+from loom.vector.v1 import vector_pb2, vector_pb2_grpc
+
+from servicekit.auth import current_principal
+from servicekit.errors import FieldViolation, InvalidArgument, invalid
+from vector_service import store
+from vector_service.authn import require_service, search_team
+from vector_service.embeddings import Embedder
+from vector_service.errors import embed
+from vector_service.search import Hit, Mode, Query, Searcher
+
+MAX_TEXT_CHARS = 100_000
+MAX_QUERY_CHARS = 10_000
+MAX_EMBED_TEXTS = 256
+MAX_DOCUMENTS = 1000
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 100
+
+COLLECTIONS = {
+    vector_pb2.COLLECTION_PAGES: store.Collection.PAGES,
+    vector_pb2.COLLECTION_SECTIONS: store.Collection.SECTIONS,
+    vector_pb2.COLLECTION_IMAGES: store.Collection.IMAGES,
+    vector_pb2.COLLECTION_POSTS: store.Collection.POSTS,
+}
+COLLECTION_PROTOS = {v: k for k, v in COLLECTIONS.items()}
+MODES = {
+    vector_pb2.SEARCH_MODE_VECTOR: Mode.VECTOR,
+    vector_pb2.SEARCH_MODE_FULL_TEXT: Mode.FULL_TEXT,
+    vector_pb2.SEARCH_MODE_HYBRID: Mode.HYBRID,
+}
+MODE_PROTOS = {v: k for k, v in MODES.items()}
+INDEX_STATES = {
+    store.VectorIndexState.UNSPECIFIED: vector_pb2.VECTOR_INDEX_STATE_UNSPECIFIED,
+    store.VectorIndexState.NOT_NEEDED: vector_pb2.VECTOR_INDEX_STATE_NOT_NEEDED,
+    store.VectorIndexState.PENDING: vector_pb2.VECTOR_INDEX_STATE_PENDING,
+    store.VectorIndexState.PARTIAL: vector_pb2.VECTOR_INDEX_STATE_PARTIAL,
+    store.VectorIndexState.READY: vector_pb2.VECTOR_INDEX_STATE_READY,
+}
+REINDEX_STATES = {
+    store.ReindexState.UNSPECIFIED: vector_pb2.ReindexProgress.STATE_UNSPECIFIED,
+    store.ReindexState.RUNNING: vector_pb2.ReindexProgress.STATE_RUNNING,
+    store.ReindexState.SUCCEEDED: vector_pb2.ReindexProgress.STATE_SUCCEEDED,
+    store.ReindexState.FAILED: vector_pb2.ReindexProgress.STATE_FAILED,
+}
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def collection_of(value: int, field: str) -> store.Collection:
+    try:
+        return COLLECTIONS[value]  # type: ignore[index]
+    except KeyError:
+        raise invalid(field, "must name a collection (COLLECTION_PAGES, ...)") from None
+
+
+def check_id(value: str, field: str, violations: list[FieldViolation], *, required: bool) -> None:
+    if not value:
+        if required:
+            violations.append(FieldViolation(field, "is required"))
+        return
+    if not store.ID_PATTERN.match(value):
+        violations.append(FieldViolation(field, "must be 1-256 characters from [A-Za-z0-9._:/@-]"))
+
+
+def check_text(value: str, field: str, limit: int, violations: list[FieldViolation]) -> None:
+    if not value.strip():
+        violations.append(FieldViolation(field, "must not be empty"))
+    elif len(value) > limit:
+        violations.append(FieldViolation(field, f"must be at most {limit} characters"))
+
+
+def raise_if(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def scope_of(
+    scope: vector_pb2.Scope, field: str, violations: list[FieldViolation], *, full: bool
+) -> store.Scope:
+    check_id(scope.team_id, f"{field}.team_id", violations, required=True)
+    check_id(scope.site_id, f"{field}.site_id", violations, required=full)
+    check_id(scope.environment_id, f"{field}.environment_id", violations, required=full)
+    return store.Scope(scope.team_id, scope.site_id, scope.environment_id)
+
+
+# ---------------------------------------------------------------------------- conversions
+
+
+def ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return out
+
+
+def time_of(seconds: float) -> timestamp_pb2.Timestamp | None:
+    return ts(datetime.fromtimestamp(seconds, UTC)) if seconds else None
+
+
+def document_proto(row: dict[str, Any]) -> vector_pb2.Document:
+    return vector_pb2.Document(
+        id=row["id"],
+        scope=vector_pb2.Scope(
+            team_id=row["team_id"], site_id=row["site_id"], environment_id=row["environment_id"]
+        ),
+        source_id=row["source_id"],
+        text=row["text"],
+        text_sha256=row["text_sha256"],
+        model=row["model"],
+        update_time=ts(row.get("updated_at")),
+    )
+
+
+def hit_proto(hit: Hit) -> vector_pb2.SearchResult:
+    result = vector_pb2.SearchResult(
+        collection=COLLECTION_PROTOS[hit.collection],
+        document=document_proto(hit.row),
+        score=hit.score,
+    )
+    if hit.vector_distance is not None:
+        result.vector_distance = hit.vector_distance
+    if hit.text_score is not None:
+        result.text_score = hit.text_score
+    return result
+
+
+def progress_proto(progress: store.ReindexProgress) -> vector_pb2.ReindexProgress:
+    return vector_pb2.ReindexProgress(
+        state=REINDEX_STATES[progress.state],
+        source_model=progress.source_model,
+        source_dimensions=progress.source_dimensions,
+        target_model=progress.target_model,
+        target_dimensions=progress.target_dimensions,
+        total_rows=progress.total_rows,
+        done_rows=progress.done_rows,
+        start_time=time_of(progress.start_time),
+        end_time=time_of(progress.end_time),
+        error=progress.error,
+        target_table=progress.target_table,
+    )
+
+
+def stats_proto(stats: store.CollectionStats) -> vector_pb2.CollectionStats:
+    return vector_pb2.CollectionStats(
+        collection=COLLECTION_PROTOS[stats.collection],
+        table_name=stats.table_name,
+        exists=stats.exists,
+        row_count=stats.row_count,
+        model=stats.space.model if stats.space else "",
+        dimensions=stats.space.dimensions if stats.space else 0,
+        configured_model=stats.configured.model,
+        configured_dimensions=stats.configured.dimensions,
+        model_matches=stats.model_matches,
+        table_version=stats.table_version,
+        fragment_count=stats.fragment_count,
+        small_fragment_count=stats.small_fragment_count,
+        vector_index_state=INDEX_STATES[stats.vector_index_state],
+        index_threshold_rows=stats.index_threshold_rows,
+        indexes=[
+            vector_pb2.IndexInfo(
+                name=i.name,
+                index_type=i.index_type,
+                columns=i.columns,
+                indexed_rows=i.indexed_rows,
+                unindexed_rows=i.unindexed_rows,
+            )
+            for i in stats.indexes
+        ],
+        reindex=progress_proto(stats.reindex),
+    )
+
+
+# ------------------------------------------------------------------------------ servicer
+
+
+class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
+    def __init__(self, vectors: store.VectorStore, searcher: Searcher, embedder: Embedder) -> None:
+        self.store = vectors
+        self.searcher = searcher
+        self.embedder = embedder
+
+    def EmbedTexts(
+        self, request: vector_pb2.EmbedTextsRequest, context: grpc.ServicerContext
+    ) -> vector_pb2.EmbedTextsResponse:
+        current_principal()  # any authenticated caller
+        texts = list(request.texts)
+        if not texts or len(texts) > MAX_EMBED_TEXTS:
+            raise invalid("texts", f"must hold 1-{MAX_EMBED_TEXTS} texts")
+        violations: list[FieldViolation] = []
+        for i, text in enumerate(texts):
+            check_text(text, f"texts[{i}]", MAX_TEXT_CHARS, violations)
+        raise_if(violations)
+        vectors = embed(self.embedder, texts)
+        return vector_pb2.EmbedTextsResponse(
+            embeddings=[vector_pb2.Embedding(values=row.tolist()) for row in vectors],
+            model=self.embedder.model,
+            dimensions=self.embedder.dimensions,
+        )
+
+    def UpsertDocuments(
+        self, request: vector_pb2.UpsertDocumentsRequest, context: grpc.ServicerContext
+    ) -> vector_pb2.UpsertDocumentsResponse:
+        require_service(current_principal())
+        collection = collection_of(request.collection, "collection")
+        if not request.documents or len(request.documents) > MAX_DOCUMENTS:
+            raise invalid("documents", f"must hold 1-{MAX_DOCUMENTS} documents")
+        violations: list[FieldViolation] = []
+        docs: list[store.Document] = []
+        seen: dict[str, int] = {}
+        for i, doc in enumerate(request.documents):
+            field = f"documents[{i}]"
+            check_id(doc.id, f"{field}.id", violations, required=True)
+            if doc.id in seen:
+                violations.append(
+                    FieldViolation(f"{field}.id", f"repeats documents[{seen[doc.id]}].id")
+                )
+            seen.setdefault(doc.id, i)
+            scope = scope_of(doc.scope, f"{field}.scope", violations, full=True)
+            check_id(doc.source_id, f"{field}.source_id", violations, required=False)
+            check_text(doc.text, f"{field}.text", MAX_TEXT_CHARS, violations)
+            docs.append(
+                store.Document(
+                    id=doc.id,
+                    team_id=scope.team_id,
+                    site_id=scope.site_id,
+                    environment_id=scope.environment_id,
+                    source_id=doc.source_id,
+                    text=doc.text,
+                )
+            )
+        raise_if(violations)
+        outcome = self.store.upsert(collection, docs, self.embedder)
+        return vector_pb2.UpsertDocumentsResponse(
+            created_count=outcome.created,
+            updated_count=outcome.updated,
+            unchanged_count=outcome.unchanged,
+            embedded_count=outcome.embedded,
+            model=outcome.space.model,
+            dimensions=outcome.space.dimensions,
+        )
+
+    def DeleteDocuments(
+        self, request: vector_pb2.DeleteDocumentsRequest, context: grpc.ServicerContext
+    ) -> vector_pb2.DeleteDocumentsResponse:
+        require_service(current_principal())
+        collection = collection_of(request.collection, "collection")
+        violations: list[FieldViolation] = []
+        scope = scope_of(request.scope, "scope", violations, full=False)
+        ids = list(request.ids)
+        if bool(ids) == bool(request.source_id):
+            violations.append(FieldViolation("ids", "set exactly one of ids and source_id"))
+        if len(ids) > MAX_DOCUMENTS:
+            violations.append(FieldViolation("ids", f"at most {MAX_DOCUMENTS} ids"))
+        for i, doc_id in enumerate(ids):
+            check_id(doc_id, f"ids[{i}]", violations, required=True)
+        check_id(request.source_id, "source_id", violations, required=False)
+        raise_if(violations)
+        deleted = self.store.delete(collection, scope, ids, request.source_id)
+        return vector_pb2.DeleteDocumentsResponse(deleted_count=deleted)
+
+    def Search(
+        self, request: vector_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> vector_pb2.SearchResponse:
+        principal = current_principal()
+        violations: list[FieldViolation] = []
+        collections: list[store.Collection] = []
+        if not request.collections:
+            violations.append(FieldViolation("collections", "name at least one collection"))
+        for i, value in enumerate(request.collections):
+            if value not in COLLECTIONS:
+                violations.append(FieldViolation(f"collections[{i}]", "unknown collection"))
+            elif COLLECTIONS[value] in collections:
+                violations.append(FieldViolation(f"collections[{i}]", "repeats a collection"))
+            else:
+                collections.append(COLLECTIONS[value])
+        team = search_team(principal, request.scope.team_id)
+        scope_request = vector_pb2.Scope(
+            team_id=team,
+            site_id=request.scope.site_id,
+            environment_id=request.scope.environment_id,
+        )
+        scope = scope_of(scope_request, "scope", violations, full=False)
+        text = request.query_text
+        if text and len(text) > MAX_QUERY_CHARS:
+            violations.append(
+                FieldViolation("query_text", f"must be at most {MAX_QUERY_CHARS} characters")
+            )
+        vector = None
+        if request.query_vector:
+            vector = np.asarray(request.query_vector, dtype=np.float32)
+            if not np.isfinite(vector).all() or not np.any(vector):
+                violations.append(
+                    FieldViolation("query_vector", "must be finite and not all zeros")
+                )
+        if request.mode == vector_pb2.SEARCH_MODE_UNSPECIFIED:
+            mode = Mode.HYBRID if text.strip() else Mode.VECTOR
+        elif request.mode in MODES:
+            mode = MODES[request.mode]
+        else:
+            violations.append(FieldViolation("mode", "unknown mode"))
+            mode = Mode.VECTOR
+        if mode in (Mode.FULL_TEXT, Mode.HYBRID) and not text.strip():
+            violations.append(FieldViolation("query_text", f"is required for {mode.name}"))
+        if mode is Mode.VECTOR and vector is None and not text.strip():
+            violations.append(FieldViolation("query_text", "set query_text or query_vector"))
+        if request.limit < 0 or request.limit > MAX_LIMIT:
+            violations.append(FieldViolation("limit", f"must be 0-{MAX_LIMIT} (0 = default)"))
+        raise_if(violations)
+        hits = self.searcher.search(
+            Query(
+                collections=collections,
+                scope=scope,
+                text=text,
+                vector=vector,
+                vector_model=request.query_vector_model,
+                mode=mode,
+                limit=request.limit or DEFAULT_LIMIT,
+            )
+        )
+        return vector_pb2.SearchResponse(
+            results=[hit_proto(h) for h in hits], mode=MODE_PROTOS[mode]
+        )
+
+    def GetCollectionStats(
+        self, request: vector_pb2.GetCollectionStatsRequest, context: grpc.ServicerContext
+    ) -> vector_pb2.GetCollectionStatsResponse:
+        require_service(current_principal())
+        collection = collection_of(request.collection, "collection")
+        return vector_pb2.GetCollectionStatsResponse(
+            stats=stats_proto(self.store.stats(collection))
+        )
+
+    def Optimize(
+        self, request: vector_pb2.OptimizeRequest, context: grpc.ServicerContext
+    ) -> vector_pb2.OptimizeResponse:
+        require_service(current_principal())
+        chosen = [
+            collection_of(value, f"collections[{i}]") for i, value in enumerate(request.collections)
+        ] or list(store.Collection)
+        out = []
+        for collection in dict.fromkeys(chosen):
+            self.store.optimize(collection)
+            out.append(stats_proto(self.store.stats(collection)))
+        return vector_pb2.OptimizeResponse(collections=out)
+
+    def Reindex(
+        self, request: vector_pb2.ReindexRequest, context: grpc.ServicerContext
+    ) -> vector_pb2.ReindexResponse:
+        require_service(current_principal())
+        collection = collection_of(request.collection, "collection")
+        progress = self.store.reindex(collection, self.embedder)
+        return vector_pb2.ReindexResponse(progress=progress_proto(progress))

@@ -1,0 +1,78 @@
+"""create_server(settings): the vector service with its interceptor, servicer, health and
+reflection, bound to the configured port (0 picks a free one; the bound port is returned)."""
+
+from __future__ import annotations
+
+import logging
+
+from loom.vector.v1 import vector_pb2, vector_pb2_grpc
+
+from servicekit.auth import load_or_create_secret
+from servicekit.edge import EdgeInterceptor
+from servicekit.server import Running, Service, build_server
+from vector_service.api import VectorServicer
+from vector_service.authn import TenantKeyResolver, VectorAuthenticator
+from vector_service.embeddings import Embedder, create_embedder
+from vector_service.search import Searcher
+from vector_service.settings import VectorSettings
+from vector_service.store import StoreOptions, VectorSpace, VectorStore
+
+log = logging.getLogger(__name__)
+
+
+def service_token(settings: VectorSettings) -> str:
+    if settings.service_token:
+        return settings.service_token
+    return load_or_create_secret(settings.data_dir / "service.token", "loomsvc")[0]
+
+
+def store_options(settings: VectorSettings) -> StoreOptions:
+    return StoreOptions(
+        index_threshold_rows=settings.index_threshold_rows,
+        index_partition_rows=settings.index_partition_rows,
+        nprobes=settings.search_nprobes,
+        refine_factor=settings.search_refine_factor,
+        maintenance_writes=settings.maintenance_writes,
+        maintenance_seconds=settings.maintenance_seconds,
+    )
+
+
+def create_server(settings: VectorSettings, *, embedder: Embedder | None = None) -> Running:
+    """Opens LanceDB, builds the embedder (lazily loading weights or clients), and wires the
+    server. `embedder` replaces the configured one (tests wrap the real one to count calls).
+    Raises EmbeddingError for an embedder configuration the provider refuses."""
+    model = embedder or create_embedder(settings.embedder_config())
+    store = VectorStore(settings.database_uri, VectorSpace.of(model), store_options(settings))
+    token = service_token(settings)
+    tenants = TenantKeyResolver(
+        settings.content_address,
+        token,
+        timeout=settings.content_timeout_seconds,
+        ttl=settings.auth_cache_seconds,
+        negative_ttl=settings.auth_negative_cache_seconds,
+    )
+    servicer = VectorServicer(store, Searcher(store, model, settings.embedder_config()), model)
+    running = build_server(
+        services=[
+            Service(
+                vector_pb2.DESCRIPTOR.services_by_name["VectorService"].full_name,
+                vector_pb2_grpc.add_VectorServiceServicer_to_server,
+                servicer,
+            )
+        ],
+        interceptors=[EdgeInterceptor(VectorAuthenticator(token, tenants))],
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+    )
+    store.start()
+    running.on_stop.append(store.close)
+    running.on_stop.append(tenants.close)
+    log.info(
+        "vector_service: LanceDB at %s, embedder %s (%s, %d dimensions)",
+        settings.database_uri,
+        model.name,
+        model.model,
+        model.dimensions,
+    )
+    return running

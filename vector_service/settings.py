@@ -1,0 +1,80 @@
+"""vector_service settings: one object, read from the environment (see docs/vector.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vector_service.embeddings import EmbedderConfig
+
+Provider = Literal["local", "openai", "hash"]
+
+
+class VectorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VECTOR_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(default=Path("data"), validation_alias=AliasChoices("DATA_DIR"))
+    host: str = "127.0.0.1"
+    port: int = 50052
+    # Empty means a directory under DATA_DIR. Any URI LanceDB takes (s3://..., gs://...).
+    lancedb_uri: str = ""
+    # Empty means "openai" when an OpenAI key is configured, else "local".
+    embedder: Provider | None = None
+    # Empty means the provider's default model.
+    embedding_model: str = ""
+    # 0 means the model's native size.
+    embedding_dimensions: int = Field(default=0, ge=0)
+    openai_api_key: str = Field(
+        default="",
+        validation_alias=AliasChoices("VECTOR_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        repr=False,
+    )
+    openai_base_url: str = ""
+    # A collection gets its ANN (IVF) vector index once it holds this many rows; below it,
+    # searches scan the scope's rows exactly.
+    index_threshold_rows: int = Field(default=50_000, ge=1)
+    # IVF partitions = ceil(rows / this): each probe scans about this many rows.
+    index_partition_rows: int = Field(default=4096, ge=16)
+    # Partitions probed per ANN search (at least; more when a narrow scope needs them).
+    search_nprobes: int = Field(default=40, ge=1)
+    # The ANN search re-ranks limit * this many candidates with the full vectors.
+    search_refine_factor: int = Field(default=5, ge=1)
+    # Background maintenance (compaction, index refresh) runs when a collection has this many
+    # unmaintained writes, or has any and this many seconds passed.
+    maintenance_writes: int = Field(default=100, ge=1)
+    maintenance_seconds: float = Field(default=30.0, gt=0)
+    workers: int = Field(default=16, ge=1, le=256)
+    grace_seconds: float = Field(default=10.0, ge=0)
+    # content_service, which resolves tenant API keys (ResolveApiKey).
+    content_address: str = "127.0.0.1:50051"
+    # Deadline of each ResolveApiKey call, and how long answers are cached.
+    content_timeout_seconds: float = Field(default=2.0, gt=0)
+    auth_cache_seconds: float = Field(default=30.0, ge=0)
+    auth_negative_cache_seconds: float = Field(default=5.0, ge=0)
+    # Shared by our own processes; empty means: read or create DATA_DIR/service.token (0600).
+    service_token: str = Field(default="", validation_alias="LOOM_SERVICE_TOKEN", repr=False)
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+
+    @property
+    def database_uri(self) -> str:
+        if self.lancedb_uri:
+            return self.lancedb_uri
+        return str((self.data_dir / "lancedb").resolve())
+
+    @property
+    def provider(self) -> Provider:
+        if self.embedder is not None:
+            return self.embedder
+        return "openai" if self.openai_api_key else "local"
+
+    def embedder_config(self) -> EmbedderConfig:
+        return EmbedderConfig(
+            provider=self.provider,
+            model=self.embedding_model,
+            dimensions=self.embedding_dimensions,
+            base_url=self.openai_base_url,
+            api_key=self.openai_api_key,
+        )
