@@ -8,9 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: setup run test lint typecheck buf-lint pytest proto proto-check migrate bench bench-quick clean
+.PHONY: setup compose-tool run test lint typecheck buf-lint pytest proto proto-check migrate bench bench-quick clean
 
-setup: $(STAMP) $(NODE_STAMP)
+setup: $(STAMP) $(NODE_STAMP) compose-tool
+
+# docker-compose validates docker-compose.yml (`docker-compose config`) without a Docker engine;
+# the integration suite checks the file with it.
+compose-tool:
+	@command -v docker-compose >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

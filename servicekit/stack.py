@@ -14,6 +14,8 @@ from pathlib import Path
 # The processes of the stack, by the command compose also runs. Later services add theirs here.
 PROCESSES = {
     "content": [sys.executable, "-m", "content_service", "serve"],
+    "vector": [sys.executable, "-m", "vector_service"],
+    "worker": [sys.executable, "-m", "image_worker"],
 }
 
 
