@@ -76,6 +76,8 @@ def serve_content(data_dir: str, ready: Any, stop: Any) -> None:
             admin_key=ADMIN_KEY,
             service_token=SERVICE_TOKEN,
             database_url_override="",  # SQLite under data_dir, whatever the environment says
+            # Outbox rows are written (that is part of the cost) but not delivered here.
+            vector_address="",
             log_level="WARNING",
         )
         db = open_database(settings)

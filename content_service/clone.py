@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
-from content_service import navigation, scope, tenancy, validation
+from content_service import navigation, outbox, scope, tenancy, validation
 from content_service.convert import dumps, now
 from content_service.db.models import (
     Environment,
@@ -272,6 +272,9 @@ def clone_environment(
         copier.keys(docs.c.id, docs.c.environment_id == source),
         document,
     )
+    # vector_service gets the clone's documents through the outbox, like any new page.
+    outbox.enqueue(session, target, outbox.Kind.PAGE, sorted(pages.values()), outbox.Op.UPSERT)
+    outbox.enqueue(session, target, outbox.Kind.POST, sorted(posts.values()), outbox.Op.UPSERT)
     seconds = time.perf_counter() - started
     log.info(
         "clone %s -> %s: done in %.2f s (%s)",

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import scope
+from content_service import outbox, scope
 from content_service.convert import now
 from content_service.db.models import Image, ImageVariant
 from content_service.media import (
@@ -246,6 +246,7 @@ def delete_image(
     lock_blob(session, image.blob_key)
     # Variants go with the image (ON DELETE CASCADE).
     session.execute(delete(Image).where(Image.id == image.id))
+    outbox.enqueue(session, image.environment_id, outbox.Kind.IMAGE, [image.id], outbox.Op.DELETE)
     others = session.scalar(
         select(func.count()).select_from(Image).where(Image.blob_key == image.blob_key)
     )

@@ -13,12 +13,7 @@ MIN_SECONDS = -62_135_596_800
 MAX_SECONDS = 253_402_300_799
 
 
-def text(value: str, field: str, *, max_len: int, required: bool = True) -> str:
-    """validation.text, and no NUL character (PostgreSQL cannot store one in text)."""
-    validation.text(value, field, max_len=max_len, required=required)
-    if "\x00" in value:
-        raise invalid(field, "must not contain NUL characters")
-    return value
+text = validation.text
 
 
 def json_object(value: dict[str, Any], field: str, *, max_bytes: int) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import scope, search_index, validation
+from content_service import outbox, scope, search_index, validation
 from content_service.convert import dumps, loads_object, now
 from content_service.db.models import Page, PageSection, SectionDefinition, SectionEntry
 from content_service.scope import EnvScope
@@ -380,7 +380,7 @@ def delete_page(session: Session, principal: Principal, page_id: str) -> EnvScop
     entry_ids = list(
         session.scalars(select(PageSection.section_entry_id).where(PageSection.page_id == page.id))
     )
-    search_index.forget_page(session, page.id)
+    search_index.forget_page(session, page)
     session.delete(page)
     session.flush()
     if entry_ids:
@@ -506,6 +506,7 @@ def remove_section(
     _renumber(session, [link for link, _ in links])
     _touch(page)
     search_index.index_page(session, page)
+    outbox.enqueue(session, page.environment_id, outbox.Kind.SECTION, [entry_id], outbox.Op.DELETE)
     return load_view(session, page)
 
 

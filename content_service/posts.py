@@ -239,6 +239,6 @@ def update_post(
 
 def delete_post(session: Session, principal: Principal, post_id: str) -> None:
     post = get_post(session, principal, post_id)
-    search_index.forget_post(session, post.id)
+    search_index.forget_post(session, post)
     session.execute(delete(PostTag).where(PostTag.post_id == post.id))
     session.delete(post)

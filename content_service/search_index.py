@@ -1,4 +1,4 @@
-"""Keeps the full-text search documents in step with pages and posts.
+"""Keeps the full-text search documents, and the vector outbox, in step with pages and posts.
 
 Called by the write functions (pages.py, posts.py, clone.py) inside the RPC's write
 transaction, after the change is applied: a page is searchable the moment the call that wrote
@@ -7,7 +7,10 @@ per page or post; the backend's full-text index over it (SQLite FTS5 through tri
 PostgreSQL a generated tsvector column) follows that row in the same transaction (see
 migration 0005). Deleting a page, post or environment also removes its documents through the
 foreign keys' ON DELETE CASCADE; the explicit `forget_*` calls make that independent of the
-connection's foreign-key setting."""
+connection's foreign-key setting.
+
+Every call also queues the source for vector_service (content_service.outbox) in the same
+transaction, so whatever is searchable here is embedded there once the dispatcher delivers it."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Any
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from content_service import outbox
 from content_service.convert import loads_object, now
 from content_service.db.models import Page, PageSection, Post, SearchDocument, SectionEntry
 
@@ -118,6 +122,7 @@ def index_page(session: Session, page: Page) -> None:
         title=page.title,
         body=page_body(contents),
     )
+    outbox.enqueue(session, page.environment_id, outbox.Kind.PAGE, [page.id], outbox.Op.UPSERT)
 
 
 def index_post(session: Session, post: Post) -> None:
@@ -130,11 +135,14 @@ def index_post(session: Session, post: Post) -> None:
         title=post.title,
         body=post_body(post.excerpt, post.body),
     )
+    outbox.enqueue(session, post.environment_id, outbox.Kind.POST, [post.id], outbox.Op.UPSERT)
 
 
-def forget_page(session: Session, page_id: str) -> None:
-    session.execute(delete(DOCUMENTS).where(DOCUMENTS.c.page_id == page_id))
+def forget_page(session: Session, page: Page) -> None:
+    session.execute(delete(DOCUMENTS).where(DOCUMENTS.c.page_id == page.id))
+    outbox.enqueue(session, page.environment_id, outbox.Kind.PAGE, [page.id], outbox.Op.DELETE)
 
 
-def forget_post(session: Session, post_id: str) -> None:
-    session.execute(delete(DOCUMENTS).where(DOCUMENTS.c.post_id == post_id))
+def forget_post(session: Session, post: Post) -> None:
+    session.execute(delete(DOCUMENTS).where(DOCUMENTS.c.post_id == post.id))
+    outbox.enqueue(session, post.environment_id, outbox.Kind.POST, [post.id], outbox.Op.DELETE)

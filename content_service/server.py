@@ -11,6 +11,8 @@ from loom.content.v1 import (
     chat_pb2_grpc,
     clone_pb2,
     clone_pb2_grpc,
+    indexing_pb2,
+    indexing_pb2_grpc,
     navigation_pb2,
     navigation_pb2_grpc,
     pages_pb2,
@@ -28,6 +30,7 @@ from loom.content.v1 import (
 from content_service.api.chat import ChatServicer
 from content_service.api.clone import EnvironmentCloneServicer
 from content_service.api.images import image_services
+from content_service.api.indexing import IndexingServicer
 from content_service.api.navigation import NavigationServicer
 from content_service.api.pages import PageServicer
 from content_service.api.posts import PostServicer
@@ -37,7 +40,9 @@ from content_service.api.tenancy import TenancyServicer
 from content_service.authn import ContentAuthenticator
 from content_service.db.engine import Database, SqliteOptions
 from content_service.db.migrate import ensure_current
+from content_service.dispatcher import Dispatcher
 from content_service.settings import ContentSettings
+from content_service.vector_client import VectorClient
 from servicekit.auth import load_or_create_secret
 from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
@@ -82,6 +87,24 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
     db = database or open_database(settings)
     ensure_current(db)
     secrets = load_secrets(settings)
+    client = dispatcher = None
+    if settings.vector_address:
+        client = VectorClient(
+            settings.vector_address,
+            secrets.service_token,
+            timeout=settings.vector_timeout_seconds,
+        )
+        dispatcher = Dispatcher(
+            db,
+            VectorClient(
+                settings.vector_address,
+                secrets.service_token,
+                timeout=settings.vector_timeout_seconds,
+            ),
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+            backoff_cap_seconds=settings.outbox_backoff_cap_seconds,
+        )
     services = [
         Service(
             tenancy_pb2.DESCRIPTOR.services_by_name["TenancyService"].full_name,
@@ -124,6 +147,11 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
             EnvironmentCloneServicer(db),
         ),
         *image_services(db, settings),
+        Service(
+            indexing_pb2.DESCRIPTOR.services_by_name["IndexingService"].full_name,
+            indexing_pb2_grpc.add_IndexingServiceServicer_to_server,
+            IndexingServicer(db, dispatcher, client),
+        ),
     ]
     running = build_server(
         services=services,
@@ -134,6 +162,11 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
         port=settings.port,
         workers=settings.workers,
     )
+    if dispatcher is not None:
+        dispatcher.start()
+        running.on_stop.append(dispatcher.stop)
+    if client is not None:
+        running.on_stop.append(client.close)
     if database is None:
         running.on_stop.append(db.dispose)
     return running

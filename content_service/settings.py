@@ -32,6 +32,13 @@ class ContentSettings(BaseSettings):
     lease_seconds: int = Field(default=60, ge=1, le=3600)
     # Claims of one image before a retryable failure or an expired lease fails it for good.
     max_attempts: int = Field(default=5, ge=1, le=100)
+    # Index outbox delivery (docs/indexing.md). Empty address: changes are recorded but not
+    # delivered until a content_service with an address runs.
+    vector_address: str = "127.0.0.1:50052"
+    vector_timeout_seconds: float = Field(default=60.0, gt=0)
+    outbox_batch_size: int = Field(default=200, ge=1, le=1000)
+    outbox_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    outbox_backoff_cap_seconds: float = Field(default=300.0, ge=1)
 
     @property
     def database_url(self) -> str:

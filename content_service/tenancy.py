@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import scope, validation
+from content_service import outbox, scope, validation
 from content_service.convert import now
 from content_service.db.models import ApiKey, Environment, Site, Team
 from servicekit.auth import Principal, Role, hash_secret, new_secret, require_admin
@@ -129,7 +129,11 @@ def update_site(session: Session, principal: Principal, site_id: str, name: str 
 
 
 def delete_site(session: Session, principal: Principal, site_id: str) -> None:
-    session.delete(scope.site(session, principal, site_id, "id"))
+    site = scope.site(session, principal, site_id, "id")
+    outbox.environment_deleted(
+        session, session.scalars(select(Environment.id).where(Environment.site_id == site.id))
+    )
+    session.delete(site)
 
 
 def create_environment(
@@ -174,4 +178,6 @@ def list_environments(
 
 
 def delete_environment(session: Session, principal: Principal, environment_id: str) -> None:
-    session.delete(get_environment(session, principal, environment_id))
+    env = get_environment(session, principal, environment_id)
+    outbox.environment_deleted(session, [env.id])
+    session.delete(env)

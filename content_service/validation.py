@@ -46,6 +46,9 @@ def text(value: str, field: str, *, max_len: int, required: bool = True) -> str:
         raise invalid(field, "is required")
     if len(value) > max_len:
         raise invalid(field, f"must be at most {max_len} characters")
+    if "\x00" in value:
+        # PostgreSQL cannot store NUL in text; refusing it everywhere keeps backends alike.
+        raise invalid(field, "must not contain NUL characters")
     return value
 
 

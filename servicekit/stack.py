@@ -24,6 +24,16 @@ def main() -> int:
 
     data_dir = Path(os.environ.get("DATA_DIR", "data")).resolve()
     env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    # Each process finds the others on loopback, at the ports the environment chose.
+    content = f"127.0.0.1:{env.get('CONTENT_PORT', '50051')}"
+    vector = f"127.0.0.1:{env.get('VECTOR_PORT', '50052')}"
+    for name, address in (
+        ("CONTENT_VECTOR_ADDRESS", vector),
+        ("VECTOR_CONTENT_ADDRESS", content),
+        ("WORKER_CONTENT_ADDRESS", content),
+        ("WORKER_VECTOR_ADDRESS", vector),
+    ):
+        env.setdefault(name, address)
     migrate = subprocess.run(
         [sys.executable, "-m", "content_service", "migrate"], env=env, check=False
     )

@@ -61,6 +61,8 @@ def content_settings(tmp_path: Path, db_url: str, **overrides: object) -> Conten
         "admin_key": ADMIN_KEY,
         "service_token": SERVICE_TOKEN,
         "port": 0,
+        # No dispatcher unless a test gives it a vector_service (tests/indexing does).
+        "vector_address": "",
         **overrides,
     }
     return ContentSettings(**values)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
 from servicekit.auth import current_principal
 from servicekit.errors import FieldViolation, InvalidArgument, invalid
+from servicekit.pagination import MAX_PAGE_SIZE, page_of, page_request
 from vector_service import store
 from vector_service.authn import require_service, search_team
 from vector_service.embeddings import Embedder
@@ -259,8 +260,14 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         violations: list[FieldViolation] = []
         scope = scope_of(request.scope, "scope", violations, full=False)
         ids = list(request.ids)
-        if bool(ids) == bool(request.source_id):
-            violations.append(FieldViolation("ids", "set exactly one of ids and source_id"))
+        if [bool(ids), bool(request.source_id), request.all_in_scope].count(True) != 1:
+            violations.append(
+                FieldViolation("ids", "set exactly one of ids, source_id and all_in_scope")
+            )
+        elif request.all_in_scope and not scope.environment_id:
+            violations.append(
+                FieldViolation("scope.environment_id", "all_in_scope needs an environment")
+            )
         if len(ids) > MAX_DOCUMENTS:
             violations.append(FieldViolation("ids", f"at most {MAX_DOCUMENTS} ids"))
         for i, doc_id in enumerate(ids):
@@ -269,6 +276,31 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         raise_if(violations)
         deleted = self.store.delete(collection, scope, ids, request.source_id)
         return vector_pb2.DeleteDocumentsResponse(deleted_count=deleted)
+
+    def ListDocuments(
+        self, request: vector_pb2.ListDocumentsRequest, context: grpc.ServicerContext
+    ) -> vector_pb2.ListDocumentsResponse:
+        require_service(current_principal())
+        collection = collection_of(request.collection, "collection")
+        violations: list[FieldViolation] = []
+        scope = scope_of(request.scope, "scope", violations, full=False)
+        check_id(request.source_id, "source_id", violations, required=False)
+        raise_if(violations)
+        page = page_request(
+            request.page_size or MAX_PAGE_SIZE,
+            request.page_token,
+            collection,
+            scope,
+            request.source_id,
+        )
+        rows = self.store.list_documents(
+            collection, scope, request.source_id, page.after, page.size + 1
+        )
+        shown, token = page_of(rows, page, lambda row: str(row["id"]))
+        return vector_pb2.ListDocumentsResponse(
+            documents=[document_proto({"text": "", **row}) for row in shown],
+            next_page_token=token,
+        )
 
     def Search(
         self, request: vector_pb2.SearchRequest, context: grpc.ServicerContext

@@ -637,10 +637,14 @@ class VectorStore:
     def delete(
         self, collection: Collection, scope: Scope, ids: Sequence[str], source_id: str
     ) -> int:
-        """Deletes by ids or by source id within the scope. Allowed whatever the model: it
-        mixes nothing, and keeps the index consistent with the content."""
+        """Deletes by ids, by source id, or (neither given) everything within the scope.
+        Allowed whatever the model: it mixes nothing, and keeps the index consistent with the
+        content."""
         where = scope.sql()
-        where += f" AND {_in_list('id', ids)}" if ids else f" AND source_id = {quote(source_id)}"
+        if ids:
+            where += f" AND {_in_list('id', ids)}"
+        elif source_id:
+            where += f" AND source_id = {quote(source_id)}"
         state = self._states[collection]
         with state.lock:
             deleted = 0
@@ -660,6 +664,24 @@ class VectorStore:
             self._wake.set()
 
     # ------------------------------------------------------------------------------ reads
+
+    def list_documents(
+        self, collection: Collection, scope: Scope, source_id: str, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` documents of the active table in id order after `after`, without
+        text or vector. Lock-free like searches."""
+        handle = self._states[collection].active
+        if handle is None:
+            return []
+        where = scope.sql()
+        if source_id:
+            where += f" AND source_id = {quote(source_id)}"
+        if after is not None:
+            where += f" AND id > {quote(after)}"
+        columns = [c for c in STORED_COLUMNS if c != "text"]
+        rows = self._read_rows(handle.table, where, columns).sort_by("id").slice(0, limit)
+        listed: list[dict[str, Any]] = rows.to_pylist()
+        return listed
 
     def read_view(self, collection: Collection) -> tuple[ReadView | None, bool]:
         """The table a search reads, and whether a reindex is running (which allows searching

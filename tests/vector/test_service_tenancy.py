@@ -128,6 +128,12 @@ def test_tenant_key_may_search_and_embed_only_its_own_team(
             "GetCollectionStats",
             vector_pb2.GetCollectionStatsRequest(collection=vector_pb2.COLLECTION_PAGES),
         ),
+        (
+            "ListDocuments",
+            vector_pb2.ListDocumentsRequest(
+                collection=vector_pb2.COLLECTION_PAGES, scope=vector_pb2.Scope(team_id=acme.team_id)
+            ),
+        ),
         ("Optimize", vector_pb2.OptimizeRequest()),
         ("Reindex", vector_pb2.ReindexRequest(collection=vector_pb2.COLLECTION_PAGES)),
     ]:

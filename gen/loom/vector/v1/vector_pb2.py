@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bloom/vector/v1/vector.proto\x12\x0eloom.vector.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x05Scope\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x03 \x01(\t\"\xb2\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.loom.vector.v1.Scope\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x13\n\x0btext_sha256\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\"\n\x11\x45mbedTextsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"f\n\x12\x45mbedTextsResponse\x12-\n\nembeddings\x18\x01 \x03(\x0b\x32\x19.loom.vector.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\"u\n\x16UpsertDocumentsRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12+\n\tdocuments\x18\x02 \x03(\x0b\x32\x18.loom.vector.v1.Document\"\x9b\x01\n\x17UpsertDocumentsResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x15\n\rupdated_count\x18\x02 \x01(\x05\x12\x17\n\x0funchanged_count\x18\x03 \x01(\x05\x12\x16\n\x0e\x65mbedded_count\x18\x04 \x01(\x05\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ndimensions\x18\x06 \x01(\x05\"\x8e\x01\n\x16\x44\x65leteDocumentsRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.loom.vector.v1.Scope\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x11\n\tsource_id\x18\x04 \x01(\t\"0\n\x17\x44\x65leteDocumentsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"\xe5\x01\n\rSearchRequest\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0e\x32\x1a.loom.vector.v1.Collection\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.loom.vector.v1.Scope\x12\x12\n\nquery_text\x18\x03 \x01(\t\x12\x14\n\x0cquery_vector\x18\x04 \x03(\x02\x12\x1a\n\x12query_vector_model\x18\x05 \x01(\t\x12(\n\x04mode\x18\x06 \x01(\x0e\x32\x1a.loom.vector.v1.SearchMode\x12\r\n\x05limit\x18\x07 \x01(\x05\"\xd3\x01\n\x0cSearchResult\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12*\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x18.loom.vector.v1.Document\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x1c\n\x0fvector_distance\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\ntext_score\x18\x05 \x01(\x02H\x01\x88\x01\x01\x42\x12\n\x10_vector_distanceB\r\n\x0b_text_score\"i\n\x0eSearchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.loom.vector.v1.SearchResult\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.loom.vector.v1.SearchMode\"K\n\x19GetCollectionStatsRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\"l\n\tIndexInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\t\x12\x14\n\x0cindexed_rows\x18\x04 \x01(\x03\x12\x16\n\x0eunindexed_rows\x18\x05 \x01(\x03\"\xad\x03\n\x0fReindexProgress\x12\x34\n\x05state\x18\x01 \x01(\x0e\x32%.loom.vector.v1.ReindexProgress.State\x12\x14\n\x0csource_model\x18\x02 \x01(\t\x12\x19\n\x11source_dimensions\x18\x03 \x01(\x05\x12\x14\n\x0ctarget_model\x18\x04 \x01(\t\x12\x19\n\x11target_dimensions\x18\x05 \x01(\x05\x12\x12\n\ntotal_rows\x18\x06 \x01(\x03\x12\x11\n\tdone_rows\x18\x07 \x01(\x03\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x14\n\x0ctarget_table\x18\x0b \x01(\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"\xf2\x03\n\x0f\x43ollectionStats\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12\x12\n\ntable_name\x18\x02 \x01(\t\x12\x0e\n\x06\x65xists\x18\x03 \x01(\x08\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ndimensions\x18\x06 \x01(\x05\x12\x18\n\x10\x63onfigured_model\x18\x07 \x01(\t\x12\x1d\n\x15\x63onfigured_dimensions\x18\x08 \x01(\x05\x12\x15\n\rmodel_matches\x18\t \x01(\x08\x12\x15\n\rtable_version\x18\n \x01(\x03\x12\x16\n\x0e\x66ragment_count\x18\x0b \x01(\x05\x12\x1c\n\x14small_fragment_count\x18\x0c \x01(\x05\x12<\n\x12vector_index_state\x18\r \x01(\x0e\x32 .loom.vector.v1.VectorIndexState\x12\x1c\n\x14index_threshold_rows\x18\x0e \x01(\x03\x12*\n\x07indexes\x18\x0f \x03(\x0b\x32\x19.loom.vector.v1.IndexInfo\x12\x30\n\x07reindex\x18\x10 \x01(\x0b\x32\x1f.loom.vector.v1.ReindexProgress\"L\n\x1aGetCollectionStatsResponse\x12.\n\x05stats\x18\x01 \x01(\x0b\x32\x1f.loom.vector.v1.CollectionStats\"B\n\x0fOptimizeRequest\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0e\x32\x1a.loom.vector.v1.Collection\"H\n\x10OptimizeResponse\x12\x34\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1f.loom.vector.v1.CollectionStats\"@\n\x0eReindexRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\"D\n\x0fReindexResponse\x12\x31\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.loom.vector.v1.ReindexProgress*\x84\x01\n\nCollection\x12\x1a\n\x16\x43OLLECTION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OLLECTION_PAGES\x10\x01\x12\x17\n\x13\x43OLLECTION_SECTIONS\x10\x02\x12\x15\n\x11\x43OLLECTION_IMAGES\x10\x03\x12\x14\n\x10\x43OLLECTION_POSTS\x10\x04*t\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_VECTOR\x10\x01\x12\x19\n\x15SEARCH_MODE_FULL_TEXT\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*\xb7\x01\n\x10VectorIndexState\x12\"\n\x1eVECTOR_INDEX_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dVECTOR_INDEX_STATE_NOT_NEEDED\x10\x01\x12\x1e\n\x1aVECTOR_INDEX_STATE_PENDING\x10\x02\x12\x1e\n\x1aVECTOR_INDEX_STATE_PARTIAL\x10\x03\x12\x1c\n\x18VECTOR_INDEX_STATE_READY\x10\x04\x32\xfd\x04\n\rVectorService\x12S\n\nEmbedTexts\x12!.loom.vector.v1.EmbedTextsRequest\x1a\".loom.vector.v1.EmbedTextsResponse\x12\x62\n\x0fUpsertDocuments\x12&.loom.vector.v1.UpsertDocumentsRequest\x1a\'.loom.vector.v1.UpsertDocumentsResponse\x12\x62\n\x0f\x44\x65leteDocuments\x12&.loom.vector.v1.DeleteDocumentsRequest\x1a\'.loom.vector.v1.DeleteDocumentsResponse\x12G\n\x06Search\x12\x1d.loom.vector.v1.SearchRequest\x1a\x1e.loom.vector.v1.SearchResponse\x12k\n\x12GetCollectionStats\x12).loom.vector.v1.GetCollectionStatsRequest\x1a*.loom.vector.v1.GetCollectionStatsResponse\x12M\n\x08Optimize\x12\x1f.loom.vector.v1.OptimizeRequest\x1a .loom.vector.v1.OptimizeResponse\x12J\n\x07Reindex\x12\x1e.loom.vector.v1.ReindexRequest\x1a\x1f.loom.vector.v1.ReindexResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bloom/vector/v1/vector.proto\x12\x0eloom.vector.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x05Scope\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x03 \x01(\t\"\xb2\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.loom.vector.v1.Scope\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x13\n\x0btext_sha256\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\"\n\x11\x45mbedTextsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"f\n\x12\x45mbedTextsResponse\x12-\n\nembeddings\x18\x01 \x03(\x0b\x32\x19.loom.vector.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\"u\n\x16UpsertDocumentsRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12+\n\tdocuments\x18\x02 \x03(\x0b\x32\x18.loom.vector.v1.Document\"\x9b\x01\n\x17UpsertDocumentsResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x15\n\rupdated_count\x18\x02 \x01(\x05\x12\x17\n\x0funchanged_count\x18\x03 \x01(\x05\x12\x16\n\x0e\x65mbedded_count\x18\x04 \x01(\x05\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ndimensions\x18\x06 \x01(\x05\"\xa4\x01\n\x16\x44\x65leteDocumentsRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.loom.vector.v1.Scope\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x11\n\tsource_id\x18\x04 \x01(\t\x12\x14\n\x0c\x61ll_in_scope\x18\x05 \x01(\x08\"0\n\x17\x44\x65leteDocumentsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"\xa6\x01\n\x14ListDocumentsRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.loom.vector.v1.Scope\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"]\n\x15ListDocumentsResponse\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.loom.vector.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe5\x01\n\rSearchRequest\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0e\x32\x1a.loom.vector.v1.Collection\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.loom.vector.v1.Scope\x12\x12\n\nquery_text\x18\x03 \x01(\t\x12\x14\n\x0cquery_vector\x18\x04 \x03(\x02\x12\x1a\n\x12query_vector_model\x18\x05 \x01(\t\x12(\n\x04mode\x18\x06 \x01(\x0e\x32\x1a.loom.vector.v1.SearchMode\x12\r\n\x05limit\x18\x07 \x01(\x05\"\xd3\x01\n\x0cSearchResult\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12*\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x18.loom.vector.v1.Document\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x1c\n\x0fvector_distance\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\ntext_score\x18\x05 \x01(\x02H\x01\x88\x01\x01\x42\x12\n\x10_vector_distanceB\r\n\x0b_text_score\"i\n\x0eSearchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.loom.vector.v1.SearchResult\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.loom.vector.v1.SearchMode\"K\n\x19GetCollectionStatsRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\"l\n\tIndexInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\t\x12\x14\n\x0cindexed_rows\x18\x04 \x01(\x03\x12\x16\n\x0eunindexed_rows\x18\x05 \x01(\x03\"\xad\x03\n\x0fReindexProgress\x12\x34\n\x05state\x18\x01 \x01(\x0e\x32%.loom.vector.v1.ReindexProgress.State\x12\x14\n\x0csource_model\x18\x02 \x01(\t\x12\x19\n\x11source_dimensions\x18\x03 \x01(\x05\x12\x14\n\x0ctarget_model\x18\x04 \x01(\t\x12\x19\n\x11target_dimensions\x18\x05 \x01(\x05\x12\x12\n\ntotal_rows\x18\x06 \x01(\x03\x12\x11\n\tdone_rows\x18\x07 \x01(\x03\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x14\n\x0ctarget_table\x18\x0b \x01(\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"\xf2\x03\n\x0f\x43ollectionStats\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\x12\x12\n\ntable_name\x18\x02 \x01(\t\x12\x0e\n\x06\x65xists\x18\x03 \x01(\x08\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ndimensions\x18\x06 \x01(\x05\x12\x18\n\x10\x63onfigured_model\x18\x07 \x01(\t\x12\x1d\n\x15\x63onfigured_dimensions\x18\x08 \x01(\x05\x12\x15\n\rmodel_matches\x18\t \x01(\x08\x12\x15\n\rtable_version\x18\n \x01(\x03\x12\x16\n\x0e\x66ragment_count\x18\x0b \x01(\x05\x12\x1c\n\x14small_fragment_count\x18\x0c \x01(\x05\x12<\n\x12vector_index_state\x18\r \x01(\x0e\x32 .loom.vector.v1.VectorIndexState\x12\x1c\n\x14index_threshold_rows\x18\x0e \x01(\x03\x12*\n\x07indexes\x18\x0f \x03(\x0b\x32\x19.loom.vector.v1.IndexInfo\x12\x30\n\x07reindex\x18\x10 \x01(\x0b\x32\x1f.loom.vector.v1.ReindexProgress\"L\n\x1aGetCollectionStatsResponse\x12.\n\x05stats\x18\x01 \x01(\x0b\x32\x1f.loom.vector.v1.CollectionStats\"B\n\x0fOptimizeRequest\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0e\x32\x1a.loom.vector.v1.Collection\"H\n\x10OptimizeResponse\x12\x34\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1f.loom.vector.v1.CollectionStats\"@\n\x0eReindexRequest\x12.\n\ncollection\x18\x01 \x01(\x0e\x32\x1a.loom.vector.v1.Collection\"D\n\x0fReindexResponse\x12\x31\n\x08progress\x18\x01 \x01(\x0b\x32\x1f.loom.vector.v1.ReindexProgress*\x84\x01\n\nCollection\x12\x1a\n\x16\x43OLLECTION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OLLECTION_PAGES\x10\x01\x12\x17\n\x13\x43OLLECTION_SECTIONS\x10\x02\x12\x15\n\x11\x43OLLECTION_IMAGES\x10\x03\x12\x14\n\x10\x43OLLECTION_POSTS\x10\x04*t\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_VECTOR\x10\x01\x12\x19\n\x15SEARCH_MODE_FULL_TEXT\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*\xb7\x01\n\x10VectorIndexState\x12\"\n\x1eVECTOR_INDEX_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dVECTOR_INDEX_STATE_NOT_NEEDED\x10\x01\x12\x1e\n\x1aVECTOR_INDEX_STATE_PENDING\x10\x02\x12\x1e\n\x1aVECTOR_INDEX_STATE_PARTIAL\x10\x03\x12\x1c\n\x18VECTOR_INDEX_STATE_READY\x10\x04\x32\xdb\x05\n\rVectorService\x12S\n\nEmbedTexts\x12!.loom.vector.v1.EmbedTextsRequest\x1a\".loom.vector.v1.EmbedTextsResponse\x12\x62\n\x0fUpsertDocuments\x12&.loom.vector.v1.UpsertDocumentsRequest\x1a\'.loom.vector.v1.UpsertDocumentsResponse\x12\x62\n\x0f\x44\x65leteDocuments\x12&.loom.vector.v1.DeleteDocumentsRequest\x1a\'.loom.vector.v1.DeleteDocumentsResponse\x12\\\n\rListDocuments\x12$.loom.vector.v1.ListDocumentsRequest\x1a%.loom.vector.v1.ListDocumentsResponse\x12G\n\x06Search\x12\x1d.loom.vector.v1.SearchRequest\x1a\x1e.loom.vector.v1.SearchResponse\x12k\n\x12GetCollectionStats\x12).loom.vector.v1.GetCollectionStatsRequest\x1a*.loom.vector.v1.GetCollectionStatsResponse\x12M\n\x08Optimize\x12\x1f.loom.vector.v1.OptimizeRequest\x1a .loom.vector.v1.OptimizeResponse\x12J\n\x07Reindex\x12\x1e.loom.vector.v1.ReindexRequest\x1a\x1f.loom.vector.v1.ReindexResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.vector.v1.vector_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COLLECTION']._serialized_start=2999
-  _globals['_COLLECTION']._serialized_end=3131
-  _globals['_SEARCHMODE']._serialized_start=3133
-  _globals['_SEARCHMODE']._serialized_end=3249
-  _globals['_VECTORINDEXSTATE']._serialized_start=3252
-  _globals['_VECTORINDEXSTATE']._serialized_end=3435
+  _globals['_COLLECTION']._serialized_start=3285
+  _globals['_COLLECTION']._serialized_end=3417
+  _globals['_SEARCHMODE']._serialized_start=3419
+  _globals['_SEARCHMODE']._serialized_end=3535
+  _globals['_VECTORINDEXSTATE']._serialized_start=3538
+  _globals['_VECTORINDEXSTATE']._serialized_end=3721
   _globals['_SCOPE']._serialized_start=80
   _globals['_SCOPE']._serialized_end=145
   _globals['_DOCUMENT']._serialized_start=148
@@ -53,35 +53,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTDOCUMENTSRESPONSE']._serialized_start=617
   _globals['_UPSERTDOCUMENTSRESPONSE']._serialized_end=772
   _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=775
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=917
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=919
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=967
-  _globals['_SEARCHREQUEST']._serialized_start=970
-  _globals['_SEARCHREQUEST']._serialized_end=1199
-  _globals['_SEARCHRESULT']._serialized_start=1202
-  _globals['_SEARCHRESULT']._serialized_end=1413
-  _globals['_SEARCHRESPONSE']._serialized_start=1415
-  _globals['_SEARCHRESPONSE']._serialized_end=1520
-  _globals['_GETCOLLECTIONSTATSREQUEST']._serialized_start=1522
-  _globals['_GETCOLLECTIONSTATSREQUEST']._serialized_end=1597
-  _globals['_INDEXINFO']._serialized_start=1599
-  _globals['_INDEXINFO']._serialized_end=1707
-  _globals['_REINDEXPROGRESS']._serialized_start=1710
-  _globals['_REINDEXPROGRESS']._serialized_end=2139
-  _globals['_REINDEXPROGRESS_STATE']._serialized_start=2051
-  _globals['_REINDEXPROGRESS_STATE']._serialized_end=2139
-  _globals['_COLLECTIONSTATS']._serialized_start=2142
-  _globals['_COLLECTIONSTATS']._serialized_end=2640
-  _globals['_GETCOLLECTIONSTATSRESPONSE']._serialized_start=2642
-  _globals['_GETCOLLECTIONSTATSRESPONSE']._serialized_end=2718
-  _globals['_OPTIMIZEREQUEST']._serialized_start=2720
-  _globals['_OPTIMIZEREQUEST']._serialized_end=2786
-  _globals['_OPTIMIZERESPONSE']._serialized_start=2788
-  _globals['_OPTIMIZERESPONSE']._serialized_end=2860
-  _globals['_REINDEXREQUEST']._serialized_start=2862
-  _globals['_REINDEXREQUEST']._serialized_end=2926
-  _globals['_REINDEXRESPONSE']._serialized_start=2928
-  _globals['_REINDEXRESPONSE']._serialized_end=2996
-  _globals['_VECTORSERVICE']._serialized_start=3438
-  _globals['_VECTORSERVICE']._serialized_end=4075
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=939
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=941
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=989
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=992
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=1158
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1160
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1253
+  _globals['_SEARCHREQUEST']._serialized_start=1256
+  _globals['_SEARCHREQUEST']._serialized_end=1485
+  _globals['_SEARCHRESULT']._serialized_start=1488
+  _globals['_SEARCHRESULT']._serialized_end=1699
+  _globals['_SEARCHRESPONSE']._serialized_start=1701
+  _globals['_SEARCHRESPONSE']._serialized_end=1806
+  _globals['_GETCOLLECTIONSTATSREQUEST']._serialized_start=1808
+  _globals['_GETCOLLECTIONSTATSREQUEST']._serialized_end=1883
+  _globals['_INDEXINFO']._serialized_start=1885
+  _globals['_INDEXINFO']._serialized_end=1993
+  _globals['_REINDEXPROGRESS']._serialized_start=1996
+  _globals['_REINDEXPROGRESS']._serialized_end=2425
+  _globals['_REINDEXPROGRESS_STATE']._serialized_start=2337
+  _globals['_REINDEXPROGRESS_STATE']._serialized_end=2425
+  _globals['_COLLECTIONSTATS']._serialized_start=2428
+  _globals['_COLLECTIONSTATS']._serialized_end=2926
+  _globals['_GETCOLLECTIONSTATSRESPONSE']._serialized_start=2928
+  _globals['_GETCOLLECTIONSTATSRESPONSE']._serialized_end=3004
+  _globals['_OPTIMIZEREQUEST']._serialized_start=3006
+  _globals['_OPTIMIZEREQUEST']._serialized_end=3072
+  _globals['_OPTIMIZERESPONSE']._serialized_start=3074
+  _globals['_OPTIMIZERESPONSE']._serialized_end=3146
+  _globals['_REINDEXREQUEST']._serialized_start=3148
+  _globals['_REINDEXREQUEST']._serialized_end=3212
+  _globals['_REINDEXRESPONSE']._serialized_start=3214
+  _globals['_REINDEXRESPONSE']._serialized_end=3282
+  _globals['_VECTORSERVICE']._serialized_start=3724
+  _globals['_VECTORSERVICE']._serialized_end=4455
 # @@protoc_insertion_point(module_scope)

@@ -358,7 +358,7 @@ Global___UpsertDocumentsResponse: _TypeAlias = UpsertDocumentsResponse  # noqa: 
 
 @_typing.final
 class DeleteDocumentsRequest(_message.Message):
-    """Request for DeleteDocuments. Set exactly one of ids and source_id."""
+    """Request for DeleteDocuments. Set exactly one of ids, source_id and all_in_scope."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -366,10 +366,15 @@ class DeleteDocumentsRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     IDS_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
+    ALL_IN_SCOPE_FIELD_NUMBER: _builtins.int
     collection: Global___Collection.ValueType
     """The collection to delete from. Required."""
     source_id: _builtins.str
     """Deletes every document made from this source (a page, post or image id)."""
+    all_in_scope: _builtins.bool
+    """Deletes every document of the scope, which must name an environment (what deleting an
+    environment or a site in content_service needs).
+    """
     @_builtins.property
     def scope(self) -> Global___Scope:
         """Only documents in this scope are deleted. team_id is required."""
@@ -385,10 +390,11 @@ class DeleteDocumentsRequest(_message.Message):
         scope: Global___Scope | None = ...,
         ids: _abc.Iterable[_builtins.str] | None = ...,
         source_id: _builtins.str = ...,
+        all_in_scope: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "ids", b"ids", "scope", b"scope", "source_id", b"source_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_in_scope", b"all_in_scope", "collection", b"collection", "ids", b"ids", "scope", b"scope", "source_id", b"source_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -415,6 +421,74 @@ class DeleteDocumentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteDocumentsResponse: _TypeAlias = DeleteDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class ListDocumentsRequest(_message.Message):
+    """Request for ListDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    collection: Global___Collection.ValueType
+    """The collection to list. Required."""
+    source_id: _builtins.str
+    """Only documents made from this source (optional)."""
+    page_size: _builtins.int
+    """At most this many documents (default and maximum 1000)."""
+    page_token: _builtins.str
+    """A next_page_token from a previous call with the same filters."""
+    @_builtins.property
+    def scope(self) -> Global___Scope:
+        """Only documents in this scope. team_id is required."""
+
+    def __init__(
+        self,
+        *,
+        collection: Global___Collection.ValueType = ...,
+        scope: Global___Scope | None = ...,
+        source_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "page_size", b"page_size", "page_token", b"page_token", "scope", b"scope", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDocumentsRequest: _TypeAlias = ListDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListDocumentsResponse(_message.Message):
+    """Response for ListDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Document]:
+        """In id order. `text` is left empty."""
+
+    def __init__(
+        self,
+        *,
+        documents: _abc.Iterable[Global___Document] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDocumentsResponse: _TypeAlias = ListDocumentsResponse  # noqa: Y015
 
 @_typing.final
 class SearchRequest(_message.Message):

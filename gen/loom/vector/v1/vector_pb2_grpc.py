@@ -63,6 +63,11 @@ class VectorServiceStub:
                 request_serializer=loom_dot_vector_dot_v1_dot_vector__pb2.DeleteDocumentsRequest.SerializeToString,
                 response_deserializer=loom_dot_vector_dot_v1_dot_vector__pb2.DeleteDocumentsResponse.FromString,
                 _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/loom.vector.v1.VectorService/ListDocuments',
+                request_serializer=loom_dot_vector_dot_v1_dot_vector__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=loom_dot_vector_dot_v1_dot_vector__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/loom.vector.v1.VectorService/Search',
                 request_serializer=loom_dot_vector_dot_v1_dot_vector__pb2.SearchRequest.SerializeToString,
@@ -119,8 +124,17 @@ class VectorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDocuments(self, request, context):
-        """Deletes documents of one collection, by id or by source id, within a scope. Deleting
-        documents that do not exist is not an error. Service token only.
+        """Deletes documents of one collection, by id, by source id, or all of a scope, within a
+        scope. Deleting documents that do not exist is not an error. Service token only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """Lists the documents of one collection in a scope, in id order, without their text or
+        vector (id, scope, source id, text sha256, model, update time): what a reconcile compares
+        with the content it was made from. Service token only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,6 +193,11 @@ def add_VectorServiceServicer_to_server(servicer, server):
                     servicer.DeleteDocuments,
                     request_deserializer=loom_dot_vector_dot_v1_dot_vector__pb2.DeleteDocumentsRequest.FromString,
                     response_serializer=loom_dot_vector_dot_v1_dot_vector__pb2.DeleteDocumentsResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=loom_dot_vector_dot_v1_dot_vector__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=loom_dot_vector_dot_v1_dot_vector__pb2.ListDocumentsResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -296,6 +315,33 @@ class VectorService:
             '/loom.vector.v1.VectorService/DeleteDocuments',
             loom_dot_vector_dot_v1_dot_vector__pb2.DeleteDocumentsRequest.SerializeToString,
             loom_dot_vector_dot_v1_dot_vector__pb2.DeleteDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.vector.v1.VectorService/ListDocuments',
+            loom_dot_vector_dot_v1_dot_vector__pb2.ListDocumentsRequest.SerializeToString,
+            loom_dot_vector_dot_v1_dot_vector__pb2.ListDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,8 +55,13 @@ class VectorServiceStub:
     stored costs no model call and no write. Service token only.
     """
     DeleteDocuments: _grpc.UnaryUnaryMultiCallable[_vector_pb2.DeleteDocumentsRequest, _vector_pb2.DeleteDocumentsResponse]
-    """Deletes documents of one collection, by id or by source id, within a scope. Deleting
-    documents that do not exist is not an error. Service token only.
+    """Deletes documents of one collection, by id, by source id, or all of a scope, within a
+    scope. Deleting documents that do not exist is not an error. Service token only.
+    """
+    ListDocuments: _grpc.UnaryUnaryMultiCallable[_vector_pb2.ListDocumentsRequest, _vector_pb2.ListDocumentsResponse]
+    """Lists the documents of one collection in a scope, in id order, without their text or
+    vector (id, scope, source id, text sha256, model, update time): what a reconcile compares
+    with the content it was made from. Service token only.
     """
     Search: _grpc.UnaryUnaryMultiCallable[_vector_pb2.SearchRequest, _vector_pb2.SearchResponse]
     """Searches one or more collections by query text or query vector, by vector similarity,
@@ -106,8 +111,13 @@ class VectorServiceAsyncStub(VectorServiceStub):
     stored costs no model call and no write. Service token only.
     """
     DeleteDocuments: _aio.UnaryUnaryMultiCallable[_vector_pb2.DeleteDocumentsRequest, _vector_pb2.DeleteDocumentsResponse]  # type: ignore[assignment]
-    """Deletes documents of one collection, by id or by source id, within a scope. Deleting
-    documents that do not exist is not an error. Service token only.
+    """Deletes documents of one collection, by id, by source id, or all of a scope, within a
+    scope. Deleting documents that do not exist is not an error. Service token only.
+    """
+    ListDocuments: _aio.UnaryUnaryMultiCallable[_vector_pb2.ListDocumentsRequest, _vector_pb2.ListDocumentsResponse]  # type: ignore[assignment]
+    """Lists the documents of one collection in a scope, in id order, without their text or
+    vector (id, scope, source id, text sha256, model, update time): what a reconcile compares
+    with the content it was made from. Service token only.
     """
     Search: _aio.UnaryUnaryMultiCallable[_vector_pb2.SearchRequest, _vector_pb2.SearchResponse]  # type: ignore[assignment]
     """Searches one or more collections by query text or query vector, by vector similarity,
@@ -172,8 +182,19 @@ class VectorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _vector_pb2.DeleteDocumentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_vector_pb2.DeleteDocumentsResponse, _abc.Awaitable[_vector_pb2.DeleteDocumentsResponse]]:
-        """Deletes documents of one collection, by id or by source id, within a scope. Deleting
-        documents that do not exist is not an error. Service token only.
+        """Deletes documents of one collection, by id, by source id, or all of a scope, within a
+        scope. Deleting documents that do not exist is not an error. Service token only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDocuments(
+        self,
+        request: _vector_pb2.ListDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vector_pb2.ListDocumentsResponse, _abc.Awaitable[_vector_pb2.ListDocumentsResponse]]:
+        """Lists the documents of one collection in a scope, in id order, without their text or
+        vector (id, scope, source id, text sha256, model, update time): what a reconcile compares
+        with the content it was made from. Service token only.
         """
 
     @_abc_1.abstractmethod

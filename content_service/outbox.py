@@ -1,0 +1,111 @@
+"""The index outbox: what vector_service must catch up on, written in the content change's
+own transaction.
+
+A row says "this source changed": a page (its page document and its sections' documents), a
+section entry, a post, an image, or a whole environment that was deleted. It carries the
+tenant scope, so a delete can be delivered after the rows it names are gone. The dispatcher
+(content_service.dispatcher) reads the source's current state when it delivers, so several
+changes to one source cost one delivery, and a row never carries stale text.
+Rows are never updated by writers and never coalesced at write time: a row the dispatcher
+already read stays behind it, and the one written after it is delivered next."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from enum import StrEnum
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.orm import Session
+
+from content_service.convert import now
+from content_service.db.models import Environment, IndexOutbox, Site
+
+OUTBOX: Table = IndexOutbox.__table__  # type: ignore[assignment]
+
+
+class Kind(StrEnum):
+    PAGE = "page"
+    SECTION = "section"
+    POST = "post"
+    IMAGE = "image"
+    ENVIRONMENT = "environment"
+
+
+class Op(StrEnum):
+    # What the writer did; informational: the dispatcher goes by the source's current state.
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class _ScopeCache:
+    """environment id -> (team id, site id). An environment never moves, so entries never go
+    stale; a deleted environment's entry is harmless (its id is never reused)."""
+
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scopes: dict[str, tuple[str, str]] = {}
+
+    def get(self, session: Session, environment_id: str) -> tuple[str, str]:
+        found = self._scopes.get(environment_id)
+        if found is not None:
+            return found
+        row = session.execute(
+            select(Site.team_id, Site.id)
+            .join(Environment, Environment.site_id == Site.id)
+            .where(Environment.id == environment_id)
+        ).one()
+        scope = (str(row.team_id), str(row.id))
+        with self._lock:
+            if len(self._scopes) >= self.MAX:
+                self._scopes.clear()
+            self._scopes[environment_id] = scope
+        return scope
+
+
+_scopes = _ScopeCache()
+
+
+def enqueue(
+    session: Session, environment_id: str, kind: Kind, source_ids: Iterable[str], op: Op
+) -> None:
+    """Adds one outbox row per source id, in the caller's transaction."""
+    ids = list(source_ids)
+    if ids:
+        team_id, site_id = _scopes.get(session, environment_id)
+        enqueue_scoped(session, (team_id, site_id, environment_id), kind, ids, op)
+
+
+def enqueue_scoped(
+    session: Session, scope: tuple[str, str, str], kind: Kind, source_ids: Iterable[str], op: Op
+) -> None:
+    """enqueue with the (team, site, environment) given: for sources whose environment may
+    be gone (a reconcile's orphans)."""
+    team_id, site_id, environment_id = scope
+    ts = now()
+    rows = [
+        {
+            "team_id": team_id,
+            "site_id": site_id,
+            "environment_id": environment_id,
+            "kind": kind.value,
+            "source_id": source_id,
+            "op": op.value,
+            "attempts": 0,
+            "last_error": None,
+            "next_attempt_at": ts,
+            "created_at": ts,
+        }
+        for source_id in source_ids
+    ]
+    if rows:
+        session.execute(insert(OUTBOX), rows)
+
+
+def environment_deleted(session: Session, environment_ids: Iterable[str]) -> None:
+    """Queues the removal of every document of these environments; call before deleting
+    them (the scope lookup needs their rows)."""
+    for environment_id in environment_ids:
+        enqueue(session, environment_id, Kind.ENVIRONMENT, [environment_id], Op.DELETE)

@@ -1,0 +1,100 @@
+"""content_service's client of vector_service: the dispatcher's writes and reconcile's reads.
+
+Authenticates with the service token. Retries are the caller's business (the outbox keeps
+the work until a call succeeds), so the channel retries nothing by itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import grpc
+from loom.vector.v1 import vector_pb2, vector_pb2_grpc
+
+from content_service.vector_documents import IMAGES, PAGES, POSTS, SECTIONS, Scope, VectorDocument
+
+COLLECTIONS = {
+    PAGES: vector_pb2.COLLECTION_PAGES,
+    SECTIONS: vector_pb2.COLLECTION_SECTIONS,
+    POSTS: vector_pb2.COLLECTION_POSTS,
+    IMAGES: vector_pb2.COLLECTION_IMAGES,
+}
+# vector_service takes at most 1000 ids or documents per call; documents are sent in smaller
+# batches so one call's model time stays well inside the timeout.
+UPSERT_BATCH = 128
+DELETE_BATCH = 1000
+
+
+def _scope(scope: Scope) -> vector_pb2.Scope:
+    return vector_pb2.Scope(
+        team_id=scope.team_id, site_id=scope.site_id, environment_id=scope.environment_id
+    )
+
+
+class VectorClient:
+    def __init__(self, address: str, token: str, *, timeout: float) -> None:
+        self.address = address
+        self._channel = grpc.insecure_channel(address)
+        self._stub = vector_pb2_grpc.VectorServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def upsert(self, collection: str, docs: Sequence[VectorDocument]) -> int:
+        """Returns how many texts the model embedded."""
+        embedded = 0
+        for start in range(0, len(docs), UPSERT_BATCH):
+            request = vector_pb2.UpsertDocumentsRequest(
+                collection=COLLECTIONS[collection],
+                documents=[
+                    vector_pb2.Document(
+                        id=d.id, scope=_scope(d.scope), source_id=d.source_id, text=d.text
+                    )
+                    for d in docs[start : start + UPSERT_BATCH]
+                ],
+            )
+            response = self._stub.UpsertDocuments(
+                request, timeout=self._timeout, metadata=self._metadata
+            )
+            embedded += response.embedded_count
+        return embedded
+
+    def delete(
+        self,
+        collection: str,
+        scope: Scope,
+        *,
+        ids: Sequence[str] = (),
+        source_id: str = "",
+        all_in_scope: bool = False,
+    ) -> None:
+        """By ids (in batches), by source id, or everything in the scope."""
+        batches = [ids[i : i + DELETE_BATCH] for i in range(0, len(ids), DELETE_BATCH)] or [()]
+        for batch in batches:
+            self._stub.DeleteDocuments(
+                vector_pb2.DeleteDocumentsRequest(
+                    collection=COLLECTIONS[collection],
+                    scope=_scope(scope),
+                    ids=list(batch),
+                    source_id=source_id,
+                    all_in_scope=all_in_scope,
+                ),
+                timeout=self._timeout,
+                metadata=self._metadata,
+            )
+
+    def list_documents(self, collection: str, scope: Scope) -> Iterator[vector_pb2.Document]:
+        token = ""
+        while True:
+            response = self._stub.ListDocuments(
+                vector_pb2.ListDocumentsRequest(
+                    collection=COLLECTIONS[collection], scope=_scope(scope), page_token=token
+                ),
+                timeout=self._timeout,
+                metadata=self._metadata,
+            )
+            yield from response.documents
+            token = response.next_page_token
+            if not token:
+                return
