@@ -53,6 +53,27 @@ def loads_object(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# Stored JSON text -> Struct, memoized: a read of a popular page parses the same section
+# content again and again. The key is the text itself, so an entry can never be stale; small
+# texts only (larger ones are rarer and would crowd the cache), a bounded number of them.
+_CACHED_TEXT_MAX = 8 * 1024
+_struct_cache: dict[str, struct_pb2.Struct] = {}
+_STRUCT_CACHE_MAX = 4096
+
+
+def struct_from_json(text: str, into: struct_pb2.Struct) -> None:
+    """Fills `into` (an empty Struct) with a stored JSON object, as
+    dict_to_struct(loads_object(text)) would."""
+    cached = _struct_cache.get(text)
+    if cached is None:
+        cached = dict_to_struct(loads_object(text))
+        if len(text) <= _CACHED_TEXT_MAX:
+            if len(_struct_cache) >= _STRUCT_CACHE_MAX:
+                _struct_cache.clear()  # crude, but O(1) and rare; no LRU bookkeeping per hit
+            _struct_cache[text] = cached
+    into.CopyFrom(cached)
+
+
 def struct_field_to_json(message: Any, field: str, path: str) -> dict[str, Any]:
     """A Struct field as a dict; an unset field is {}."""
     if not message.HasField(field):

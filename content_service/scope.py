@@ -28,6 +28,13 @@ def require_id(value: str, field: str) -> str:
     return value
 
 
+def visible_team(principal: Principal) -> str | None:
+    """The one team whose resources a principal sees; None: every team (admin, service)."""
+    if principal.team_id is not None and not principal.is_admin:
+        return principal.team_id
+    return None
+
+
 def environment(
     session: Session, principal: Principal, environment_id: str, field: str = "environment_id"
 ) -> EnvScope:
@@ -37,8 +44,9 @@ def environment(
         .join(Site, Site.id == Environment.site_id)
         .where(Environment.id == environment_id)
     )
-    if principal.team_id is not None and not principal.is_admin:
-        stmt = stmt.where(Site.team_id == principal.team_id)
+    team_id = visible_team(principal)
+    if team_id is not None:
+        stmt = stmt.where(Site.team_id == team_id)
     row = session.execute(stmt).first()
     if row is None:
         raise NotFound("environment", environment_id)

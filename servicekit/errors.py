@@ -42,6 +42,14 @@ class InvalidArgument(ServiceError):
         text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         super().__init__(text, reason=reason)
 
+    def within(self, prefix: str) -> InvalidArgument:
+        """The same violations, named from an enclosing message: a check that names
+        `page.slug` raised for item 3 of a batch becomes `requests[3].page.slug`."""
+        return InvalidArgument(
+            [FieldViolation(prefix + v.field, v.description) for v in self.violations],
+            reason=self.reason,
+        )
+
 
 def invalid(field: str, description: str) -> InvalidArgument:
     return InvalidArgument(FieldViolation(field, description))

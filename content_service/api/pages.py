@@ -15,12 +15,14 @@ from content_service.convert import (
     dict_to_struct,
     loads_object,
     struct_field_to_json,
+    struct_from_json,
     struct_to_dict,
     ts,
 )
 from content_service.db import models
 from content_service.db.engine import Database
 from servicekit.auth import current_principal
+from servicekit.errors import InvalidArgument, invalid
 from servicekit.pagination import page_of, page_request
 
 
@@ -67,11 +69,72 @@ def view_proto(view: pages.PageView) -> pages_pb2.Page:
     )
 
 
+def created_proto(created: pages.CreatedPage) -> pages_pb2.Page:
+    """A page create_pages returned, the same message GetPage gives for it afterwards."""
+    page = page_proto(created.page)
+    for entry_id, definition, content, position in created.sections:
+        section = page.sections.add(
+            id=entry_id,
+            definition_id=definition.id,
+            definition_name=definition.name,
+            position=position,
+        )
+        section.content.SetInParent()  # present even when empty, as from stored JSON
+        section.content.update(content)
+    return page
+
+
+def rows_proto(rows: pages.ViewRows) -> pages_pb2.Page:
+    """A page from pages.get_page's rows (pages.VIEW_COLUMNS), the same message view_proto
+    makes from ORM objects."""
+    first = rows[0]
+    page = pages_pb2.Page(
+        id=first.id,
+        environment_id=first.environment_id,
+        slug=first.slug,
+        title=first.title,
+        status=STATUS_FROM_DB[first.status],
+        create_time=ts(first.created_at),
+        update_time=ts(first.updated_at),
+        etag=pages.etag(first.version),
+    )
+    struct_from_json(first.metadata_json, page.metadata)
+    if first.section_id is not None:
+        for row in rows:
+            section = page.sections.add(
+                id=row.section_id,
+                definition_id=row.definition_id,
+                definition_name=row.definition_name,
+                position=row.section_position,
+            )
+            struct_from_json(row.section_content, section.content)
+    return page
+
+
 def _section_input(section: pages_pb2.Section, field: str) -> pages.SectionInput:
     content: dict[str, Any] | None = None
     if section.HasField("content"):
         content = struct_field_to_json(section, "content", f"{field}.content")
     return pages.SectionInput(definition_id=section.definition_id, content=content, field=field)
+
+
+def _new_page(request: pages_pb2.CreatePageRequest) -> pages.NewPage:
+    """A CreatePageRequest (alone, or an item of a batch) as pages.create_pages takes it."""
+    p = request.page
+    sections = [_section_input(sec, f"page.sections[{i}]") for i, sec in enumerate(p.sections)]
+    metadata = struct_field_to_json(p, "metadata", "page.metadata")
+    return pages.NewPage(
+        slug=p.slug,
+        title=p.title,
+        status=status_to_db(p.status, "page.status", default="draft") or "draft",
+        metadata=metadata,
+        sections=sections,
+        request_id=request.request_id,
+    )
+
+
+def _batch_item(index: int) -> str:
+    return f"requests[{index}]."
 
 
 class PageServicer(pages_pb2_grpc.PageServiceServicer):
@@ -138,35 +201,48 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     def CreatePage(
         self, request: pages_pb2.CreatePageRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
-        p = request.page
-        sections = [_section_input(sec, f"page.sections[{i}]") for i, sec in enumerate(p.sections)]
-        metadata = struct_field_to_json(p, "metadata", "page.metadata")
+        item = _new_page(request)
         with self.db.write() as s:
-            row = pages.create_page(
-                s,
-                current_principal(),
-                request.environment_id,
-                slug=p.slug,
-                title=p.title,
-                status=status_to_db(p.status, "page.status", default="draft") or "draft",
-                metadata=metadata,
-                sections=sections,
-                request_id=request.request_id,
+            created = pages.create_pages(s, current_principal(), request.environment_id, [item])
+            return created_proto(created[0])
+
+    def BatchCreatePages(
+        self, request: pages_pb2.BatchCreatePagesRequest, context: grpc.ServicerContext
+    ) -> pages_pb2.BatchCreatePagesResponse:
+        if not request.requests:
+            raise invalid("requests", "is required (at least one page)")
+        if len(request.requests) > pages.MAX_PAGES_PER_BATCH:
+            raise invalid("requests", f"at most {pages.MAX_PAGES_PER_BATCH} pages per call")
+        items = []
+        for i, item in enumerate(request.requests):
+            if item.environment_id not in ("", request.environment_id):
+                raise invalid(
+                    f"requests[{i}].environment_id", "must be empty or equal to environment_id"
+                )
+            try:
+                items.append(_new_page(item))
+            except InvalidArgument as exc:
+                raise exc.within(f"requests[{i}].") from None
+        with self.db.write() as s:
+            created = pages.create_pages(
+                s, current_principal(), request.environment_id, items, _batch_item
             )
-            return view_proto(pages.load_view(s, row))
+            return pages_pb2.BatchCreatePagesResponse(pages=[created_proto(c) for c in created])
 
     def GetPage(
         self, request: pages_pb2.GetPageRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
-        with self.db.read() as s:
-            return view_proto(pages.get_page(s, current_principal(), request.id))
+        with self.db.read_connection() as conn:
+            return rows_proto(pages.get_page(conn, current_principal(), request.id))
 
     def GetPageBySlug(
         self, request: pages_pb2.GetPageBySlugRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
-        with self.db.read() as s:
-            return view_proto(
-                pages.get_page_by_slug(s, current_principal(), request.environment_id, request.slug)
+        with self.db.read_connection() as conn:
+            return rows_proto(
+                pages.get_page_by_slug(
+                    conn, current_principal(), request.environment_id, request.slug
+                )
             )
 
     def ListPages(

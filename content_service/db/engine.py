@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -119,6 +119,16 @@ class Database:
         """A session in one read transaction: a consistent snapshot, never takes the write lock."""
         with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A Core connection in one read transaction, rolled back on exit: what `read()` gives
+        without the ORM session, for hot read paths that select straight into protos."""
+        with self.read_engine.connect() as conn:
+            try:
+                yield conn
+            finally:
+                conn.rollback()
 
     def dispose(self) -> None:
         self.write_engine.dispose()

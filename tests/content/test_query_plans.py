@@ -141,6 +141,26 @@ def test_list_and_read_queries_use_indexes(content_server: ContentServer) -> Non
         ),
     ]
     other_calls = [
+        lambda: t.client.pages.GetPage(pages_pb2.GetPageRequest(id=pages[0].id)),
+        lambda: t.client.pages.GetPageBySlug(
+            pages_pb2.GetPageBySlugRequest(environment_id=env, slug="p1")
+        ),
+        lambda: t.client.pages.BatchCreatePages(
+            pages_pb2.BatchCreatePagesRequest(
+                environment_id=env,
+                requests=[
+                    pages_pb2.CreatePageRequest(
+                        request_id=f"r{i}",
+                        page=pages_pb2.Page(
+                            slug=f"batch{i}",
+                            title="Batch",
+                            sections=[pages_pb2.Section(definition_id=hero.id)],
+                        ),
+                    )
+                    for i in range(2)
+                ],
+            )
+        ),
         lambda: posts(t).GetPostBySlug(
             posts_pb2.GetPostBySlugRequest(environment_id=env, slug="post1")
         ),

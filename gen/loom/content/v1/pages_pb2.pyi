@@ -379,6 +379,62 @@ class CreatePageRequest(_message.Message):
 Global___CreatePageRequest: _TypeAlias = CreatePageRequest  # noqa: Y015
 
 @_typing.final
+class BatchCreatePagesRequest(_message.Message):
+    """Request for BatchCreatePages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVIRONMENT_ID_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    environment_id: _builtins.str
+    """The environment every page is created in (the parent)."""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreatePageRequest]:
+        """The pages, in order; at least 1, at most 500. Each item is a CreatePageRequest whose
+        environment_id is empty or equal to the one above. A request_id makes its item
+        idempotent as in CreatePage; two items with the same request_id or slug are
+        INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        environment_id: _builtins.str = ...,
+        requests: _abc.Iterable[Global___CreatePageRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["environment_id", b"environment_id", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreatePagesRequest: _TypeAlias = BatchCreatePagesRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreatePagesResponse(_message.Message):
+    """Response for BatchCreatePages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Page]:
+        """The pages with their sections, in the order of the requests."""
+
+    def __init__(
+        self,
+        *,
+        pages: _abc.Iterable[Global___Page] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pages", b"pages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreatePagesResponse: _TypeAlias = BatchCreatePagesResponse  # noqa: Y015
+
+@_typing.final
 class GetPageRequest(_message.Message):
     """Request for GetPage."""
 

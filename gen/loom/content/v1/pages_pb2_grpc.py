@@ -67,6 +67,11 @@ class PageServiceStub:
                 request_serializer=loom_dot_content_dot_v1_dot_pages__pb2.CreatePageRequest.SerializeToString,
                 response_deserializer=loom_dot_content_dot_v1_dot_pages__pb2.Page.FromString,
                 _registered_method=True)
+        self.BatchCreatePages = channel.unary_unary(
+                '/loom.content.v1.PageService/BatchCreatePages',
+                request_serializer=loom_dot_content_dot_v1_dot_pages__pb2.BatchCreatePagesRequest.SerializeToString,
+                response_deserializer=loom_dot_content_dot_v1_dot_pages__pb2.BatchCreatePagesResponse.FromString,
+                _registered_method=True)
         self.GetPage = channel.unary_unary(
                 '/loom.content.v1.PageService/GetPage',
                 request_serializer=loom_dot_content_dot_v1_dot_pages__pb2.GetPageRequest.SerializeToString,
@@ -158,6 +163,14 @@ class PageServiceServicer:
 
     def CreatePage(self, request, context):
         """Creates a page and its sections in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreatePages(self, request, context):
+        """Creates up to 500 pages with their sections in one transaction (AIP-233): all of them or
+        none. Each item follows CreatePage's rules; an error names the item (`requests[3].page.slug`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -258,6 +271,11 @@ def add_PageServiceServicer_to_server(servicer, server):
                     servicer.CreatePage,
                     request_deserializer=loom_dot_content_dot_v1_dot_pages__pb2.CreatePageRequest.FromString,
                     response_serializer=loom_dot_content_dot_v1_dot_pages__pb2.Page.SerializeToString,
+            ),
+            'BatchCreatePages': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreatePages,
+                    request_deserializer=loom_dot_content_dot_v1_dot_pages__pb2.BatchCreatePagesRequest.FromString,
+                    response_serializer=loom_dot_content_dot_v1_dot_pages__pb2.BatchCreatePagesResponse.SerializeToString,
             ),
             'GetPage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPage,
@@ -469,6 +487,33 @@ class PageService:
             '/loom.content.v1.PageService/CreatePage',
             loom_dot_content_dot_v1_dot_pages__pb2.CreatePageRequest.SerializeToString,
             loom_dot_content_dot_v1_dot_pages__pb2.Page.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreatePages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.content.v1.PageService/BatchCreatePages',
+            loom_dot_content_dot_v1_dot_pages__pb2.BatchCreatePagesRequest.SerializeToString,
+            loom_dot_content_dot_v1_dot_pages__pb2.BatchCreatePagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

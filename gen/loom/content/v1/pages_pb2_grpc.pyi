@@ -52,6 +52,10 @@ class PageServiceStub:
     """Deletes a definition. FAILED_PRECONDITION while sections still use it."""
     CreatePage: _grpc.UnaryUnaryMultiCallable[_pages_pb2.CreatePageRequest, _pages_pb2.Page]
     """Creates a page and its sections in one transaction."""
+    BatchCreatePages: _grpc.UnaryUnaryMultiCallable[_pages_pb2.BatchCreatePagesRequest, _pages_pb2.BatchCreatePagesResponse]
+    """Creates up to 500 pages with their sections in one transaction (AIP-233): all of them or
+    none. Each item follows CreatePage's rules; an error names the item (`requests[3].page.slug`).
+    """
     GetPage: _grpc.UnaryUnaryMultiCallable[_pages_pb2.GetPageRequest, _pages_pb2.Page]
     """Gets a page with its sections in order, by id."""
     GetPageBySlug: _grpc.UnaryUnaryMultiCallable[_pages_pb2.GetPageBySlugRequest, _pages_pb2.Page]
@@ -94,6 +98,10 @@ class PageServiceAsyncStub(PageServiceStub):
     """Deletes a definition. FAILED_PRECONDITION while sections still use it."""
     CreatePage: _aio.UnaryUnaryMultiCallable[_pages_pb2.CreatePageRequest, _pages_pb2.Page]  # type: ignore[assignment]
     """Creates a page and its sections in one transaction."""
+    BatchCreatePages: _aio.UnaryUnaryMultiCallable[_pages_pb2.BatchCreatePagesRequest, _pages_pb2.BatchCreatePagesResponse]  # type: ignore[assignment]
+    """Creates up to 500 pages with their sections in one transaction (AIP-233): all of them or
+    none. Each item follows CreatePage's rules; an error names the item (`requests[3].page.slug`).
+    """
     GetPage: _aio.UnaryUnaryMultiCallable[_pages_pb2.GetPageRequest, _pages_pb2.Page]  # type: ignore[assignment]
     """Gets a page with its sections in order, by id."""
     GetPageBySlug: _aio.UnaryUnaryMultiCallable[_pages_pb2.GetPageBySlugRequest, _pages_pb2.Page]  # type: ignore[assignment]
@@ -169,6 +177,16 @@ class PageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pages_pb2.Page, _abc.Awaitable[_pages_pb2.Page]]:
         """Creates a page and its sections in one transaction."""
+
+    @_abc_1.abstractmethod
+    def BatchCreatePages(
+        self,
+        request: _pages_pb2.BatchCreatePagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pages_pb2.BatchCreatePagesResponse, _abc.Awaitable[_pages_pb2.BatchCreatePagesResponse]]:
+        """Creates up to 500 pages with their sections in one transaction (AIP-233): all of them or
+        none. Each item follows CreatePage's rules; an error names the item (`requests[3].page.slug`).
+        """
 
     @_abc_1.abstractmethod
     def GetPage(

@@ -1,0 +1,239 @@
+"""BatchCreatePages (AIP-233): up to 500 pages in one transaction, each by CreatePage's rules,
+every error naming its item; and the faster GetPage path keeps the same tenant scope."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from loom.content.v1 import common_pb2, pages_pb2
+from sqlalchemy import func, select
+
+from content_service.db.models import Base
+from content_service.pages import MAX_PAGES_PER_BATCH
+from tests.conftest import ContentServer
+from tests.content.flows import Tenant, make_definition, make_page, make_tenant, struct
+from tests.content.flows_more import search_ids
+from tests.support import raises_status
+
+
+def item(
+    definition_id: str,
+    slug: str,
+    *,
+    title: str | None = None,
+    contents: list[dict[str, Any] | None] | None = None,
+    env_id: str = "",
+    request_id: str = "",
+    **page: Any,
+) -> pages_pb2.CreatePageRequest:
+    """One CreatePageRequest of a batch; a None content means the definition's default."""
+    return pages_pb2.CreatePageRequest(
+        environment_id=env_id,
+        request_id=request_id,
+        page=pages_pb2.Page(
+            slug=slug,
+            title=title or f"Page {slug}",
+            sections=[
+                pages_pb2.Section(definition_id=definition_id)
+                if c is None
+                else pages_pb2.Section(definition_id=definition_id, content=struct(c))
+                for c in (contents if contents is not None else [{"title": f"About {slug}"}])
+            ],
+            **page,
+        ),
+    )
+
+
+def batch(t: Tenant, *items: pages_pb2.CreatePageRequest, env_id: str | None = None) -> Any:
+    return t.client.pages.BatchCreatePages(
+        pages_pb2.BatchCreatePagesRequest(environment_id=env_id or t.env_id, requests=items)
+    )
+
+
+def slugs(t: Tenant) -> list[str]:
+    listed = t.client.pages.ListPages(
+        pages_pb2.ListPagesRequest(environment_id=t.env_id, page_size=1000)
+    )
+    return sorted(p.slug for p in listed.pages)
+
+
+def row_counts(server: ContentServer) -> dict[str, int]:
+    with server.db.read() as s:
+        return {
+            table.name: int(s.scalar(select(func.count()).select_from(table)) or 0)
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def test_batch_returns_pages_in_order_gettable_and_searchable(
+    content_server: ContentServer,
+) -> None:
+    t = make_tenant(content_server.admin)
+    hero = make_definition(t)
+    created = batch(
+        t,
+        item(hero.id, "zeta", title="Zeta wombat", contents=[{"title": "Ocelot"}, None]),
+        item(hero.id, "alpha", env_id=t.env_id, status=common_pb2.CONTENT_STATUS_PUBLISHED),
+        item(hero.id, "mid", contents=[], metadata=struct({"seo": {"n": 3}})),
+    ).pages
+
+    assert [p.slug for p in created] == ["zeta", "alpha", "mid"]
+    assert [p.status for p in created] == [
+        common_pb2.CONTENT_STATUS_DRAFT,
+        common_pb2.CONTENT_STATUS_PUBLISHED,
+        common_pb2.CONTENT_STATUS_DRAFT,
+    ]
+    assert [s.content["title"] for s in created[0].sections] == ["Ocelot", "Welcome"]
+    assert [s.position for s in created[0].sections] == [0, 1]
+    assert all(s.definition_name == "hero" and s.id for s in created[0].sections)
+    assert created[2].metadata["seo"]["n"] == 3
+    assert len({p.id for p in created}) == 3
+    for page in created:
+        assert page.environment_id == t.env_id
+        assert page.etag == 'W/"1"'
+        assert t.client.pages.GetPage(pages_pb2.GetPageRequest(id=page.id)) == page
+        assert (
+            t.client.pages.GetPageBySlug(
+                pages_pb2.GetPageBySlugRequest(environment_id=t.env_id, slug=page.slug)
+            )
+            == page
+        )
+    # Indexed in the same transaction, like CreatePage: by title and by section text.
+    assert search_ids(t, "wombat") == [created[0].id]
+    assert search_ids(t, "ocelot") == [created[0].id]
+    assert search_ids(t, "alpha") == [created[1].id]
+
+
+def test_batch_writes_exactly_what_createpage_writes_per_page(
+    content_server: ContentServer,
+) -> None:
+    """Same rows in every table (pages, sections, links, search documents, index outbox...)
+    as CreatePage: a page the batch writes is indexed and queued exactly like any other."""
+    t = make_tenant(content_server.admin)
+    hero = make_definition(t)
+    before = row_counts(content_server)
+    t.client.pages.CreatePage(
+        pages_pb2.CreatePageRequest(
+            environment_id=t.env_id,
+            page=item(hero.id, "single", contents=[{"title": "a"}, {"title": "b"}]).page,
+        )
+    )
+    one = row_counts(content_server)
+    batch(t, *(item(hero.id, f"p{i}", contents=[{"title": "a"}, {"title": "b"}]) for i in range(4)))
+    after = row_counts(content_server)
+    per_page = {name: one[name] - before[name] for name in before}
+    assert per_page["pages"] == 1
+    assert per_page["search_documents"] == 1
+    assert {name: after[name] - one[name] for name in one} == {
+        name: 4 * n for name, n in per_page.items()
+    }
+
+
+def test_duplicate_slug_inside_the_batch_fails_it_whole(content_server: ContentServer) -> None:
+    t = make_tenant(content_server.admin)
+    hero = make_definition(t)
+    before = row_counts(content_server)
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        batch(t, item(hero.id, "a"), item(hero.id, "b"), item(hero.id, "a"))
+    assert err["fields"] == ["requests[2].page.slug"]
+    assert "requests[0].page.slug" in err["message"]
+    assert slugs(t) == []
+    assert row_counts(content_server) == before
+
+
+def test_slug_of_an_existing_page_fails_the_batch_whole(content_server: ContentServer) -> None:
+    t = make_tenant(content_server.admin)
+    hero = make_definition(t)
+    make_page(t, hero.id, slug="home")
+    before = row_counts(content_server)
+    with raises_status(grpc.StatusCode.ALREADY_EXISTS) as err:
+        batch(t, item(hero.id, "fresh", title="Capybara"), item(hero.id, "home"))
+    assert "requests[1].page.slug" in err["message"]
+    assert err["reason"] == "ALREADY_EXISTS"
+    assert slugs(t) == ["home"]
+    assert search_ids(t, "capybara") == []
+    assert row_counts(content_server) == before
+
+
+def test_batch_size_is_capped_and_required(content_server: ContentServer) -> None:
+    t = make_tenant(content_server.admin)
+    hero = make_definition(t)
+    too_many = [item(hero.id, f"p{i}") for i in range(MAX_PAGES_PER_BATCH + 1)]
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        batch(t, *too_many)
+    assert err["fields"] == ["requests"]
+    assert str(MAX_PAGES_PER_BATCH) in err["message"]
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        batch(t)
+    assert err["fields"] == ["requests"]
+    assert slugs(t) == []
+
+
+def test_another_teams_environment_is_not_found_and_untouched(
+    content_server: ContentServer,
+) -> None:
+    owner = make_tenant(content_server.admin, "owner")
+    hero = make_definition(owner)
+    intruder = make_tenant(content_server.admin, "intruder")
+    with raises_status(grpc.StatusCode.NOT_FOUND):
+        batch(intruder, item(hero.id, "sneaky"), env_id=owner.env_id)
+    # Naming the victim's environment on the items only is no way around it.
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        batch(intruder, item(hero.id, "sneaky", env_id=owner.env_id))
+    assert err["fields"] == ["requests[0].environment_id"]
+    assert slugs(owner) == []
+    # Reads stay scoped too: the owner's page is NOT_FOUND for the other team, like a missing one.
+    page = batch(owner, item(hero.id, "mine")).pages[0]
+    with raises_status(grpc.StatusCode.NOT_FOUND) as other:
+        intruder.client.pages.GetPage(pages_pb2.GetPageRequest(id=page.id))
+    with raises_status(grpc.StatusCode.NOT_FOUND) as missing:
+        intruder.client.pages.GetPage(pages_pb2.GetPageRequest(id="0" * 26))
+    assert other["message"].replace(page.id, "X") == missing["message"].replace("0" * 26, "X")
+    with raises_status(grpc.StatusCode.NOT_FOUND):
+        intruder.client.pages.GetPageBySlug(
+            pages_pb2.GetPageBySlugRequest(environment_id=owner.env_id, slug="mine")
+        )
+
+
+def test_field_violations_name_the_item(content_server: ContentServer) -> None:
+    t = make_tenant(content_server.admin)
+    hero = make_definition(t)
+    ok = item(hero.id, "ok")
+    nan = struct_pb2.Struct()
+    nan.update({"x": math.nan})
+    cases: list[tuple[pages_pb2.CreatePageRequest, str]] = [
+        (item(hero.id, "Not A Slug"), "requests[1].page.slug"),
+        (item(hero.id, "t", title=" "), "requests[1].page.title"),
+        (
+            item(hero.id, "c", contents=[{"title": "ok"}, {"title": 5}]),
+            "requests[1].page.sections[1].content.title",
+        ),
+        (item("no-such-definition", "d"), "requests[1].page.sections[0].definition_id"),
+        (item(hero.id, "s", status=99), "requests[1].page.status"),  # type: ignore[arg-type]
+        (item(hero.id, "m", metadata=nan), "requests[1].page.metadata"),
+        (item(hero.id, "r", request_id="x" * 65), "requests[1].request_id"),
+        (item(hero.id, "e", env_id="elsewhere"), "requests[1].environment_id"),
+    ]
+    for bad, field in cases:
+        with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+            batch(t, ok, bad)
+        assert err["fields"] == [field], (field, err)
+    assert slugs(t) == []
+
+
+def test_request_ids_make_a_retried_batch_return_the_same_pages(
+    content_server: ContentServer,
+) -> None:
+    t = make_tenant(content_server.admin)
+    hero = make_definition(t)
+    items = [item(hero.id, f"p{i}", request_id=f"import-{i}") for i in range(3)]
+    first = batch(t, *items).pages
+    again = batch(t, *items).pages
+    assert list(again) == list(first)
+    assert slugs(t) == ["p0", "p1", "p2"]
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        batch(t, item(hero.id, "x", request_id="same"), item(hero.id, "y", request_id="same"))
+    assert err["fields"] == ["requests[1].request_id"]
