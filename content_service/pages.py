@@ -294,8 +294,8 @@ def create_pages(
     names item i in errors ("" for CreatePage, "requests[i]." for BatchCreatePages). An item
     whose request_id already made a page in this environment gets that page back (AIP-155).
 
-    Written with one multi-row insert per table; each page is then indexed by
-    search_index.index_page like every other page write."""
+    Written with one multi-row insert per table, search documents and outbox rows included
+    (search_index.index_new_pages)."""
     env = scope.environment(session, principal, environment_id)
     by_request: dict[str, int] = {}
     for i, item in enumerate(items):
@@ -382,6 +382,7 @@ def create_pages(
                 "environment"
             ) from exc
         entry_ids = _insert_sections(session, env, groups)
+        new_pages = []
         for (i, _, sections), ids in zip(checked, entry_ids, strict=True):
             created = out[i]
             assert created is not None
@@ -391,7 +392,8 @@ def create_pages(
                     zip(ids, sections, strict=True)
                 )
             ]
-            search_index.index_page(session, created.page)
+            new_pages.append((created.page, [content for _, content in sections]))
+        search_index.index_new_pages(session, new_pages)
     for i, item in enumerate(items):
         if out[i] is None:
             view = load_view(session, found[item.request_id])

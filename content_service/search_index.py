@@ -14,7 +14,7 @@ transaction, so whatever is searchable here is embedded there once the dispatche
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Table, delete, insert, select, update
@@ -58,10 +58,13 @@ def strings(value: Any) -> Iterator[str]:
 
 
 def page_body(section_contents: list[str]) -> str:
-    """A page's searchable body: the text inside its sections, in order."""
-    return "\n".join(
-        s for content in section_contents for s in strings(loads_object(content)) if s.strip()
-    )
+    """A page's searchable body: the text inside its sections (stored JSON), in order."""
+    return body_of([loads_object(content) for content in section_contents])
+
+
+def body_of(section_values: Iterable[Any]) -> str:
+    """page_body of section contents already parsed."""
+    return "\n".join(s for value in section_values for s in strings(value) if s.strip())
 
 
 def post_body(excerpt: str, body: str) -> str:
@@ -123,6 +126,35 @@ def index_page(session: Session, page: Page) -> None:
         body=page_body(contents),
     )
     outbox.enqueue(session, page.environment_id, outbox.Kind.PAGE, [page.id], outbox.Op.UPSERT)
+
+
+def index_new_pages(session: Session, pages: Sequence[tuple[Page, Sequence[Any]]]) -> None:
+    """index_page for pages this transaction has just created, given their sections' contents
+    in order: one multi-row insert and no lookups (a new page has no document yet). What bulk
+    creation costs per page is mostly here, so it is done set-wise."""
+    if not pages:
+        return
+    ts = now()
+    session.execute(
+        insert(DOCUMENTS),
+        [
+            {
+                "environment_id": page.environment_id,
+                "kind": PAGE,
+                "page_id": page.id,
+                "post_id": None,
+                "title": clean(page.title),
+                "body": clean(body_of(contents)),
+                "updated_at": ts,
+            }
+            for page, contents in pages
+        ],
+    )
+    by_environment: dict[str, list[str]] = {}
+    for page, _ in pages:
+        by_environment.setdefault(page.environment_id, []).append(page.id)
+    for environment_id, ids in by_environment.items():
+        outbox.enqueue(session, environment_id, outbox.Kind.PAGE, ids, outbox.Op.UPSERT)
 
 
 def index_post(session: Session, post: Post) -> None:
