@@ -10,6 +10,11 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     DATA_DIR=/data
 
+# pg_dump / pg_restore: backups of a PostgreSQL database (docs/backup.md).
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY . /app
 

@@ -8,14 +8,20 @@ STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: setup compose-tool run test lint typecheck buf-lint pytest proto proto-check migrate bench bench-quick clean
+.PHONY: setup compose-tool run test lint typecheck buf-lint pytest proto proto-check migrate bench bench-quick pg-tools backup restore verify-backup reconcile clean
 
-setup: $(STAMP) $(NODE_STAMP) compose-tool
+setup: $(STAMP) $(NODE_STAMP) compose-tool pg-tools
 
 # docker-compose validates docker-compose.yml (`docker-compose config`) without a Docker engine;
 # the integration suite checks the file with it.
 compose-tool:
 	@command -v docker-compose >/dev/null || (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null)
+
+# pg_dump / pg_restore (Debian's postgresql-client): backups of a PostgreSQL database. Only
+# PostgreSQL backups need them, so a machine where they cannot be installed gets a note.
+pg-tools:
+	@command -v pg_dump >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null) \
+		|| echo "note: pg_dump/pg_restore not installed; PostgreSQL backups need postgresql-client"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +71,28 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench --quick
+
+# Backup and restore (docs/backup.md). The stack must be running for `backup` and `reconcile`,
+# stopped for `restore`, which only writes into an empty or new DATA_DIR.
+#   make backup [TO=backups/NAME | TO=backups/NAME.tar]
+#   make restore FROM=backups/NAME [DATA_DIR=data] [CONTENT_DATABASE_URL=postgresql://...]
+#   make verify-backup FROM=backups/NAME
+#   make reconcile
+DATA_DIR ?= data
+TO ?= backups/$(shell date -u +%Y%m%d-%H%M%S)
+backup: $(STAMP)
+	DATA_DIR="$(DATA_DIR)" $(PY) -m loom_backup backup "$(TO)"
+
+restore: $(STAMP)
+	@test -n "$(FROM)" || (echo "usage: make restore FROM=backups/NAME [DATA_DIR=data]" >&2; exit 2)
+	DATA_DIR="$(DATA_DIR)" $(PY) -m loom_backup restore "$(FROM)" --data-dir "$(DATA_DIR)"
+
+verify-backup: $(STAMP)
+	@test -n "$(FROM)" || (echo "usage: make verify-backup FROM=backups/NAME" >&2; exit 2)
+	$(PY) -m loom_backup verify "$(FROM)"
+
+reconcile: $(STAMP)
+	DATA_DIR="$(DATA_DIR)" $(PY) -m loom_backup reconcile
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

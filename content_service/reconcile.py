@@ -111,18 +111,15 @@ def _expected(session: Session, env: vd.Scope) -> dict[str, dict[str, Expected]]
     return out
 
 
-def _images_in_flight(session: Session, ids: Iterable[str]) -> set[str]:
-    """Images that exist but are not completed: the worker indexes before it completes, so
-    their documents are neither expected nor orphans."""
+def _images_existing(session: Session, ids: Iterable[str]) -> set[str]:
+    """Images that exist, in any state. The worker indexes an image before it completes it,
+    so a document of an image being processed is not an orphan; nor is one whose image
+    completed after the expected set was read (read in any state here, that race is gone)."""
     found: set[str] = set()
     pending = sorted(ids)
     for start in range(0, len(pending), CHUNK):
         found.update(
-            session.scalars(
-                select(Image.id).where(
-                    Image.id.in_(pending[start : start + CHUNK]), Image.state != "completed"
-                )
-            )
+            session.scalars(select(Image.id).where(Image.id.in_(pending[start : start + CHUNK])))
         )
     return found
 
@@ -145,7 +142,7 @@ def reconcile(db: Database, client: VectorClient, what: Target, *, repair: bool)
         orphans = set(indexed) - set(want)
         if collection == vd.IMAGES and orphans:
             with db.read() as s:
-                orphans -= _images_in_flight(s, orphans)
+                orphans -= _images_existing(s, orphans)
         drift.orphaned = sorted(orphans)
         for doc_id in sorted(set(want) & set(indexed)):
             w, have = want[doc_id], indexed[doc_id]

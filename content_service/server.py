@@ -27,6 +27,7 @@ from loom.content.v1 import (
     tenancy_pb2_grpc,
 )
 
+from content_service.api.backup import backup_service
 from content_service.api.chat import ChatServicer
 from content_service.api.clone import EnvironmentCloneServicer
 from content_service.api.images import image_services
@@ -147,6 +148,7 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
             EnvironmentCloneServicer(db),
         ),
         *image_services(db, settings),
+        backup_service(db, settings),
         Service(
             indexing_pb2.DESCRIPTOR.services_by_name["IndexingService"].full_name,
             indexing_pb2_grpc.add_IndexingServiceServicer_to_server,

@@ -12,6 +12,7 @@ from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
 from vector_service.api import VectorServicer
 from vector_service.authn import TenantKeyResolver, VectorAuthenticator
+from vector_service.backup import backup_service
 from vector_service.embeddings import Embedder, create_embedder
 from vector_service.search import Searcher
 from vector_service.settings import VectorSettings
@@ -58,7 +59,8 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
                 vector_pb2.DESCRIPTOR.services_by_name["VectorService"].full_name,
                 vector_pb2_grpc.add_VectorServiceServicer_to_server,
                 servicer,
-            )
+            ),
+            backup_service(store),
         ],
         interceptors=[EdgeInterceptor(VectorAuthenticator(token, tenants))],
         host=settings.host,

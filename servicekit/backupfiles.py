@@ -1,0 +1,137 @@
+"""File helpers shared by the backup writers of both services and by the backup command:
+hashed copies, fsync of a tree, hard-link pins, and the validation of a backup folder that an
+RPC names by path."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from servicekit.errors import AlreadyExists, FailedPrecondition, invalid
+
+COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of a backup: path relative to the backup folder ("/" separators), size, sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+def copy_hashed(source: Path, target: Path, *, durable: bool = True) -> tuple[int, str]:
+    """Copies a file (the target must not exist) and returns its size and the sha256 of the
+    bytes written. `durable`: fsync the copy; bulk copies pass False and call
+    sync_filesystem() once at the end instead."""
+    digest = hashlib.sha256()
+    size = 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as src, target.open("xb") as dst:
+        while chunk := src.read(COPY_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+        dst.flush()
+        if durable:
+            os.fsync(dst.fileno())
+    return size, digest.hexdigest()
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def fsync_file(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Makes everything written on path's file system durable, files and folders: one
+    syncfs(2) instead of an fsync per file (measured here under load: about 4 ms per small
+    file), or sync(2) where syncfs is not available."""
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def link_or_copy(source: Path, target: Path) -> bool:
+    """Hard-links source at target, or copies it where the file system has no hard links.
+    Returns False when the source is gone. Only for files that are never modified in place
+    (a link shares the bytes)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        return False
+    except FileExistsError:
+        return True
+    except OSError:
+        try:
+            shutil.copy2(source, target)
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def prepare_directory(raw: str, forbidden: list[tuple[Path, str]]) -> Path:
+    """Validates the backup folder an RPC names, and creates it: an absolute path, not inside
+    any of the `forbidden` (folder, what) pairs, not existing yet, with an existing parent."""
+    if not raw:
+        raise invalid("directory", "is required")
+    path = Path(raw)
+    if not path.is_absolute():
+        raise invalid("directory", "must be an absolute path (as the service sees it)")
+    path = Path(os.path.normpath(path))
+    if path.parent.is_dir():
+        path = path.parent.resolve() / path.name  # a symlinked parent cannot hide where it is
+    for root, what in forbidden:
+        resolved = root.resolve()
+        if path == resolved or resolved in path.parents:
+            raise invalid("directory", f"must not be inside the {what} ({resolved})")
+    if path.exists():
+        raise AlreadyExists(f"backup folder {path} already exists")
+    if not path.parent.is_dir():
+        raise FailedPrecondition(
+            f"the parent folder of {path} does not exist on this service's file system; the "
+            "backup folder must be a path the service can see (docker-compose: a folder on the "
+            "shared volume)",
+            reason="BACKUP_PATH_NOT_VISIBLE",
+        )
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise AlreadyExists(f"backup folder {path} already exists") from None
+    except OSError as exc:
+        raise FailedPrecondition(
+            f"cannot create {path}: {exc.strerror}", reason="BACKUP_PATH_NOT_WRITABLE"
+        ) from None
+    return path
