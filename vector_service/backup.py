@@ -202,9 +202,7 @@ class VectorBackup:
         the collection has no table yet."""
         # The store's collection lock: the one every write, compaction, prune and reindex swap
         # of this collection takes (vector_service.store). Held only while pinning.
-        state = self.store._states[collection]
-        with state.lock:
-            handle = state.active
+        with self.store.locked_active(collection) as handle:
             if handle is None:
                 return None
             name = handle.name

@@ -25,6 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
@@ -662,6 +663,14 @@ class VectorStore:
         state.pending_writes += count
         if state.pending_writes >= self.options.maintenance_writes:
             self._wake.set()
+
+    @contextmanager
+    def locked_active(self, collection: Collection) -> Iterator[TableHandle | None]:
+        """The collection's active table (None before its first write) with the collection
+        lock held: no write, compaction, prune or reindex swap touches it meanwhile. What a
+        backup pins the table's files under; keep the block short, writes wait for it."""
+        with self._states[collection].lock:
+            yield self._states[collection].active
 
     # ------------------------------------------------------------------------------ reads
 
