@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from image_worker.settings import WorkerSettings
 from image_worker.worker import Worker
 from servicekit import logs
+from servicekit.server import wait_for_signal
 
 log = logging.getLogger("image_worker")
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.start()
-    stopping.wait()
+    wait_for_signal(stopping)
     worker.stop(settings.grace_seconds)
     return 0
 
