@@ -267,8 +267,14 @@ class Dispatcher:
             for scope, ids in _by_scope(gone_posts).items():
                 plan.deletes.append((vd.POSTS, scope, tuple(sorted(set(ids))), "", False))
 
+            # An image's document is the worker's to write as it completes the job; a row here
+            # (a delete, or a reconcile repair) rewrites a completed image's document from what
+            # the job stored, and deletes the document of an image that is gone.
             image_rows = by_kind[Kind.IMAGE]
-            images = vd.existing(s, Image, sorted({r.source_id for r in image_rows}))
+            image_ids = sorted({r.source_id for r in image_rows})
+            completed = vd.image_documents(s, image_ids)
+            plan.upserts[vd.IMAGES].extend(completed.values())
+            images = vd.existing(s, Image, image_ids)
             gone_images = [r for r in image_rows if r.source_id not in images]
             for scope, ids in _by_scope(gone_images).items():
                 plan.deletes.append((vd.IMAGES, scope, tuple(sorted(set(ids))), "", False))

@@ -26,7 +26,7 @@ SAMPLE = 20
 
 @dataclass(frozen=True)
 class Expected:
-    sha256: str | None  # None: compared by presence only (images)
+    sha256: str
     source_id: str
     scope: vd.Scope
 
@@ -52,7 +52,6 @@ class Drift:
 class Report:
     drifts: list[Drift]
     queued: int = 0
-    unrepairable: int = 0
 
     @property
     def total(self) -> int:
@@ -101,13 +100,16 @@ def _expected(session: Session, env: vd.Scope) -> dict[str, dict[str, Expected]]
     for start in range(0, len(post_ids), CHUNK):
         for d in vd.post_documents(session, post_ids[start : start + CHUNK]).values():
             out[vd.POSTS][d.id] = Expected(d.sha256, d.source_id, d.scope)
-    completed = session.scalars(
-        select(Image.id).where(
-            Image.environment_id == env.environment_id, Image.state == "completed"
+    image_ids = list(
+        session.scalars(
+            select(Image.id).where(
+                Image.environment_id == env.environment_id, Image.state == "completed"
+            )
         )
     )
-    for image_id in completed:
-        out[vd.IMAGES][image_id] = Expected(None, image_id, env)
+    for start in range(0, len(image_ids), CHUNK):
+        for d in vd.image_documents(session, image_ids[start : start + CHUNK]).values():
+            out[vd.IMAGES][d.id] = Expected(d.sha256, d.source_id, d.scope)
     return out
 
 
@@ -147,11 +149,7 @@ def reconcile(db: Database, client: VectorClient, what: Target, *, repair: bool)
         for doc_id in sorted(set(want) & set(indexed)):
             w, have = want[doc_id], indexed[doc_id]
             scope = vd.Scope(have.scope.team_id, have.scope.site_id, have.scope.environment_id)
-            if (
-                (w.sha256 is not None and w.sha256 != have.text_sha256)
-                or w.source_id != have.source_id
-                or w.scope != scope
-            ):
+            if w.sha256 != have.text_sha256 or w.source_id != have.source_id or w.scope != scope:
                 drift.stale.append(doc_id)
         drifts.append(drift)
         # Missing or stale: re-deliver the source. Orphans: deliver the (gone) source, which
@@ -162,15 +160,14 @@ def reconcile(db: Database, client: VectorClient, what: Target, *, repair: bool)
             vd.POSTS: outbox.Kind.POST,
             vd.IMAGES: outbox.Kind.IMAGE,
         }[collection]
-        if collection != vd.IMAGES:
-            for doc_id in drift.missing + drift.stale:
-                fixes.append((want[doc_id].scope, kind, want[doc_id].source_id))
+        for doc_id in drift.missing + drift.stale:
+            fixes.append((want[doc_id].scope, kind, want[doc_id].source_id))
         orphan_kind = outbox.Kind.SECTION if collection == vd.SECTIONS else kind
         for doc_id in drift.orphaned:
             where = indexed[doc_id].scope
             found = vd.Scope(where.team_id, where.site_id, where.environment_id)
             fixes.append((found, orphan_kind, doc_id))
-    report = Report(drifts, unrepairable=len(drifts[-1].missing))
+    report = Report(drifts)
     if repair and fixes:
         unique = sorted(set(fixes))
         with db.write() as s:

@@ -3,9 +3,10 @@ deliver) and by reconcile (to compare).
 
 - a page: its title and the text of its sections (the same text full-text search indexes);
 - each section entry alone (source id = its page);
-- a post: its title, excerpt and body.
-Image documents are written by the image worker (file name, alt text, caption, tags); content
-knows which images should have one, not their text."""
+- a post: its title, excerpt and body;
+- a completed image: file name, alt text, vision caption and tags (servicekit.image_text, the
+  rule the image worker indexes with before it completes the job; content rebuilds the same
+  text from what the job stored, for reconcile and repairs)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from functools import cached_property
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from content_service.convert import loads_object
 from content_service.db.models import (
     Environment,
     Image,
@@ -28,6 +30,7 @@ from content_service.db.models import (
     Site,
 )
 from content_service.search_index import clean, page_body, post_body
+from servicekit.image_text import image_text
 
 # vector_service refuses longer texts; models read far less than this anyway.
 MAX_TEXT_CHARS = 100_000
@@ -121,6 +124,32 @@ def post_documents(session: Session, post_ids: Sequence[str]) -> dict[str, Vecto
         )
         for p in posts
     }
+
+
+def image_documents(session: Session, image_ids: Sequence[str]) -> dict[str, VectorDocument]:
+    """image id -> its document, for the images that exist and are completed."""
+    if not image_ids:
+        return {}
+    rows = session.execute(
+        select(
+            Image.id, Image.environment_id, Image.filename, Image.alt_text, Image.metadata_json
+        ).where(Image.id.in_(image_ids), Image.state == "completed")
+    ).all()
+    scopes = scopes_of(session, (r.environment_id for r in rows))
+    out = {}
+    for r in rows:
+        meta = loads_object(r.metadata_json)
+        caption = meta.get("caption")
+        tags = meta.get("tags")
+        text = image_text(
+            r.id,
+            r.filename,
+            r.alt_text,
+            caption if isinstance(caption, str) else "",
+            [str(t) for t in tags] if isinstance(tags, list) else (),
+        )
+        out[r.id] = VectorDocument(IMAGES, r.id, r.id, scopes[r.environment_id], _text(text))
+    return out
 
 
 def existing(session: Session, model: type[SectionEntry | Image], ids: Sequence[str]) -> set[str]:

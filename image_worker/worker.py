@@ -55,6 +55,7 @@ from image_worker.clients import (
 from image_worker.processing import ImageRejected, Limits, Processed
 from image_worker.settings import WorkerSettings
 from image_worker.vision import Description, VisionClient, create_vision
+from servicekit.image_text import image_text
 from servicekit.logs import request_id_var
 
 __all__ = ["SHUTDOWN_REASON", "Worker", "WorkerStats", "index_text"]
@@ -130,15 +131,10 @@ def _human_size(size: int) -> str:
 
 
 def index_text(job: images_pb2.ImageJob, alt_text: str, described: Description | None) -> str:
-    """The document vector_service indexes: file name, alt text, caption and tags."""
-    parts = [job.filename, alt_text]
-    if described is not None:
-        parts.append(described.caption)
-        if described.tags:
-            parts.append("tags: " + ", ".join(described.tags))
-    lines = [" ".join(p.split()) for p in parts]
-    # vector_service refuses an empty text, and a file name can be all blanks.
-    return "\n".join(dict.fromkeys(line for line in lines if line)) or job.image_id
+    """The document vector_service indexes (servicekit.image_text, the one rule)."""
+    if described is None:
+        return image_text(job.image_id, job.filename, alt_text)
+    return image_text(job.image_id, job.filename, alt_text, described.caption, described.tags)
 
 
 class _Processor:

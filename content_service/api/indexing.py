@@ -140,5 +140,4 @@ class IndexingServicer(indexing_pb2_grpc.IndexingServiceServicer):
             drift_count=report.total,
             queued_count=report.queued,
             pending_count=pending or 0,
-            unrepairable_count=report.unrepairable,
         )

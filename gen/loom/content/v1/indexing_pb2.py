@@ -26,13 +26,15 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloom/content/v1/indexing.proto\x12\x0floom.content.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n\x18GetIndexingStatusRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\"\xdb\x02\n\x0eIndexingStatus\x12\x1a\n\x12\x64ispatcher_enabled\x18\x01 \x01(\x08\x12\x16\n\x0evector_address\x18\x02 \x01(\t\x12\x15\n\rpending_count\x18\x03 \x01(\x03\x12\x37\n\x13oldest_pending_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x12oldest_pending_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rfailing_count\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x36\n\x12last_delivery_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65livered_count\x18\t \x01(\x03\x12\x12\n\ndelivering\x18\n \x01(\x08\"a\n\x15ReconcileIndexRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x03 \x01(\t\x12\x0e\n\x06repair\x18\x04 \x01(\x08\"\xac\x01\n\x0f\x43ollectionDrift\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x16\n\x0e\x65xpected_count\x18\x02 \x01(\x03\x12\x15\n\rindexed_count\x18\x03 \x01(\x03\x12\x15\n\rmissing_count\x18\x04 \x01(\x03\x12\x16\n\x0eorphaned_count\x18\x05 \x01(\x03\x12\x13\n\x0bstale_count\x18\x06 \x01(\x03\x12\x12\n\nsample_ids\x18\x07 \x03(\t\"\xad\x01\n\x16ReconcileIndexResponse\x12\x35\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32 .loom.content.v1.CollectionDrift\x12\x13\n\x0b\x64rift_count\x18\x02 \x01(\x03\x12\x14\n\x0cqueued_count\x18\x03 \x01(\x03\x12\x15\n\rpending_count\x18\x04 \x01(\x03\x12\x1a\n\x12unrepairable_count\x18\x05 \x01(\x03\x32\xd5\x01\n\x0fIndexingService\x12_\n\x11GetIndexingStatus\x12).loom.content.v1.GetIndexingStatusRequest\x1a\x1f.loom.content.v1.IndexingStatus\x12\x61\n\x0eReconcileIndex\x12&.loom.content.v1.ReconcileIndexRequest\x1a\'.loom.content.v1.ReconcileIndexResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloom/content/v1/indexing.proto\x12\x0floom.content.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n\x18GetIndexingStatusRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\"\xdb\x02\n\x0eIndexingStatus\x12\x1a\n\x12\x64ispatcher_enabled\x18\x01 \x01(\x08\x12\x16\n\x0evector_address\x18\x02 \x01(\t\x12\x15\n\rpending_count\x18\x03 \x01(\x03\x12\x37\n\x13oldest_pending_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x12oldest_pending_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rfailing_count\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x36\n\x12last_delivery_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65livered_count\x18\t \x01(\x03\x12\x12\n\ndelivering\x18\n \x01(\x08\"a\n\x15ReconcileIndexRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x03 \x01(\t\x12\x0e\n\x06repair\x18\x04 \x01(\x08\"\xac\x01\n\x0f\x43ollectionDrift\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x16\n\x0e\x65xpected_count\x18\x02 \x01(\x03\x12\x15\n\rindexed_count\x18\x03 \x01(\x03\x12\x15\n\rmissing_count\x18\x04 \x01(\x03\x12\x16\n\x0eorphaned_count\x18\x05 \x01(\x03\x12\x13\n\x0bstale_count\x18\x06 \x01(\x03\x12\x12\n\nsample_ids\x18\x07 \x03(\t\"\xb1\x01\n\x16ReconcileIndexResponse\x12\x35\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32 .loom.content.v1.CollectionDrift\x12\x13\n\x0b\x64rift_count\x18\x02 \x01(\x03\x12\x14\n\x0cqueued_count\x18\x03 \x01(\x03\x12\x15\n\rpending_count\x18\x04 \x01(\x03\x12\x1e\n\x12unrepairable_count\x18\x05 \x01(\x03\x42\x02\x18\x01\x32\xd5\x01\n\x0fIndexingService\x12_\n\x11GetIndexingStatus\x12).loom.content.v1.GetIndexingStatusRequest\x1a\x1f.loom.content.v1.IndexingStatus\x12\x61\n\x0eReconcileIndex\x12&.loom.content.v1.ReconcileIndexRequest\x1a\'.loom.content.v1.ReconcileIndexResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.content.v1.indexing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RECONCILEINDEXRESPONSE'].fields_by_name['unrepairable_count']._loaded_options = None
+  _globals['_RECONCILEINDEXRESPONSE'].fields_by_name['unrepairable_count']._serialized_options = b'\030\001'
   _globals['_GETINDEXINGSTATUSREQUEST']._serialized_start=116
   _globals['_GETINDEXINGSTATUSREQUEST']._serialized_end=159
   _globals['_INDEXINGSTATUS']._serialized_start=162
@@ -42,7 +44,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COLLECTIONDRIFT']._serialized_start=611
   _globals['_COLLECTIONDRIFT']._serialized_end=783
   _globals['_RECONCILEINDEXRESPONSE']._serialized_start=786
-  _globals['_RECONCILEINDEXRESPONSE']._serialized_end=959
-  _globals['_INDEXINGSERVICE']._serialized_start=962
-  _globals['_INDEXINGSERVICE']._serialized_end=1175
+  _globals['_RECONCILEINDEXRESPONSE']._serialized_end=963
+  _globals['_INDEXINGSERVICE']._serialized_start=966
+  _globals['_INDEXINGSERVICE']._serialized_end=1179
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -174,9 +179,7 @@ class CollectionDrift(_message.Message):
     orphaned_count: _builtins.int
     """Present with no content behind them (deleted pages, sections, posts, images)."""
     stale_count: _builtins.int
-    """Present with another text than the content's (by sha256). Images are not compared by
-    text: their text is the image worker's.
-    """
+    """Present with another text, source or scope than the content's (text by sha256)."""
     @_builtins.property
     def sample_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Up to 20 ids of drifting documents, for a person to look at."""
@@ -217,10 +220,20 @@ class ReconcileIndexResponse(_message.Message):
     """Changes queued by `repair`."""
     pending_count: _builtins.int
     """Changes still waiting for delivery when the comparison ran (drift they may explain)."""
-    unrepairable_count: _builtins.int
-    """Missing image documents are reported but not repaired: the image worker writes them
-    (re-upload the image, or reprocess it).
-    """
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def unrepairable_count(self) -> _builtins.int:
+        """Always 0: every kind of drift is repaired now (image documents are rebuilt from what
+        the image's job stored). Kept so that older clients still parse the response.
+        """
+
+    @unrepairable_count.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def unrepairable_count(self, value: _builtins.int) -> None:
+        """Always 0: every kind of drift is repaired now (image documents are rebuilt from what
+        the image's job stored). Kept so that older clients still parse the response.
+        """
+
     @_builtins.property
     def collections(self) -> _containers.RepeatedCompositeFieldContainer[Global___CollectionDrift]:
         """One per collection, in the order pages, sections, posts, images."""
