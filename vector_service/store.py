@@ -68,7 +68,15 @@ _API_NAMES = {
 CATALOG_TABLE = "_loom_catalog"
 VECTOR_COLUMN = "vector"
 TEXT_INDEX_COLUMN = "text"
-SCALAR_INDEX_COLUMNS = ("id", "team_id", "site_id", "environment_id", "source_id")
+# text_sha256: an upsert looks up texts already embedded under other ids (see upsert).
+SCALAR_INDEX_COLUMNS = (
+    "id",
+    "team_id",
+    "site_id",
+    "environment_id",
+    "source_id",
+    "text_sha256",
+)
 # What an upsert compares with the stored row.
 STORED_COLUMNS = [
     "id",
@@ -617,9 +625,11 @@ class VectorStore:
                 else:
                     to_embed.setdefault(doc.sha256, doc.text)
             if to_write:
-                shas = list(to_embed)
-                fresh = embed(embedder, [to_embed[s] for s in shas])
-                by_sha = dict(zip(shas, fresh, strict=True))
+                by_sha = self._known_vectors(primary, to_embed)
+                shas = [s for s in to_embed if s not in by_sha]
+                if shas:
+                    fresh = embed(embedder, [to_embed[s] for s in shas])
+                    by_sha.update(zip(shas, fresh, strict=True))
                 vectors = np.stack(
                     [reuse[d.id] if d.id in reuse else by_sha[d.sha256] for d in to_write]
                 )
@@ -633,7 +643,21 @@ class VectorStore:
                         .execute(batch)
                     )
                 self._note_writes(state, len(to_write))
-            return UpsertOutcome(created, updated, unchanged, len(to_embed), primary.space)
+                return UpsertOutcome(created, updated, unchanged, len(shas), primary.space)
+            return UpsertOutcome(created, updated, unchanged, 0, primary.space)
+
+    def _known_vectors(
+        self, handle: TableHandle, texts: dict[str, str]
+    ) -> dict[str, NDArray[np.float32]]:
+        """Vectors the table already holds for these texts (by sha256, same model), under
+        any id and in any tenant: a vector is a function of the text and the model alone, so
+        a cloned environment or a section repeated across pages costs no model call."""
+        if not texts:
+            return {}
+        where = f"{_in_list('text_sha256', texts)} AND model = {quote(handle.space.model)}"
+        rows = self._read_rows(handle.table, where, ["text_sha256", VECTOR_COLUMN])
+        vectors = _vectors_of(rows.column(VECTOR_COLUMN), handle.space.dimensions)
+        return dict(zip(rows.column("text_sha256").to_pylist(), vectors, strict=True))
 
     def delete(
         self, collection: Collection, scope: Scope, ids: Sequence[str], source_id: str

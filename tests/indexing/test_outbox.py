@@ -110,12 +110,15 @@ def test_deleting_an_environment_removes_all_of_its_documents(
     stack: Stack, tenant: Tenant, definition_id: str
 ) -> None:
     make_page(tenant, definition_id, "home")
+    stack.drained()
+    texts = stack.embedder.texts
     clone = clone_stub(tenant).CloneEnvironment(
         clone_pb2.CloneEnvironmentRequest(source_environment_id=tenant.env_id, name="staging")
     )
     stack.drained()
     envs = {d.scope.environment_id for d in stack.documents(tenant, "pages").values()}
-    assert envs == {tenant.env_id, clone.environment.id}  # the clone is embedded too
+    assert envs == {tenant.env_id, clone.environment.id}  # the clone is embedded too...
+    assert stack.embedder.texts == texts  # ...with the vectors its texts already had
 
     tenant.client.tenancy.DeleteEnvironment(
         tenancy_pb2.DeleteEnvironmentRequest(id=clone.environment.id)

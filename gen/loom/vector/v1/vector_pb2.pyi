@@ -331,8 +331,9 @@ class UpsertDocumentsResponse(_message.Message):
     unchanged_count: _builtins.int
     """Documents already stored with the same text, scope and source id: nothing was done."""
     embedded_count: _builtins.int
-    """Distinct texts sent to the model (0 when every document was unchanged, or changed only
-    in scope or source id, which reuses the stored vector).
+    """Distinct texts sent to the model (0 when every document was unchanged, changed only in
+    scope or source id, or has a text the collection already holds under any id: those
+    reuse the stored vector).
     """
     model: _builtins.str
     """The model of the collection's vectors."""
