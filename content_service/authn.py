@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from content_service.db.engine import Database
 from content_service.db.models import ApiKey
@@ -16,6 +16,9 @@ from servicekit.auth import (
 from servicekit.errors import Unauthenticated
 
 _ADMIN = Principal(role=Role.ADMIN)
+_KEY_BY_HASH = select(ApiKey.id, ApiKey.team_id, ApiKey.revoked_at).where(
+    ApiKey.key_hash == bindparam("key_hash")
+)
 _SERVICE = Principal(role=Role.SERVICE)
 
 
@@ -33,13 +36,8 @@ class ContentAuthenticator:
         if same_secret(secret, self._service_token):
             return _SERVICE
         # Core select on the unique hash index: no ORM identity map on the hot path.
-        with self._db.read_engine.connect() as conn:
-            row = conn.execute(
-                select(ApiKey.id, ApiKey.team_id, ApiKey.revoked_at).where(
-                    ApiKey.key_hash == hash_secret(secret)
-                )
-            ).first()
-            conn.rollback()
+        with self._db.read_statement() as conn:
+            row = conn.execute(_KEY_BY_HASH, {"key_hash": hash_secret(secret)}).first()
         if row is None or row.revoked_at is not None:
             raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
         return Principal(role=Role.TEAM, team_id=row.team_id, key_id=row.id)

@@ -232,13 +232,13 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     def GetPage(
         self, request: pages_pb2.GetPageRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
-        with self.db.read_connection() as conn:
+        with self.db.read_statement() as conn:
             return rows_proto(pages.get_page(conn, current_principal(), request.id))
 
     def GetPageBySlug(
         self, request: pages_pb2.GetPageBySlugRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
-        with self.db.read_connection() as conn:
+        with self.db.read_statement() as conn:
             return rows_proto(
                 pages.get_page_by_slug(
                     conn, current_principal(), request.environment_id, request.slug
