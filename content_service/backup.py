@@ -43,6 +43,7 @@ from servicekit.backupfiles import (
     fsync_file,
     hash_file,
     link_or_copy,
+    pinned_run,
     sync_filesystem,
 )
 from servicekit.errors import Aborted, FailedPrecondition, ServiceError
@@ -153,14 +154,7 @@ class ContentBackup:
         """Fills `directory` (created by prepare_directory). On any failure, or when the
         caller stops iterating, removes it."""
         pin = self.media_root / f"{PIN_PREFIX}{secrets.token_hex(8)}"
-        complete = False
-        try:
-            yield from self._run(directory, pin)
-            complete = True
-        finally:
-            shutil.rmtree(pin, ignore_errors=True)
-            if not complete:
-                shutil.rmtree(directory, ignore_errors=True)
+        return pinned_run(directory, pin, self._run(directory, pin))
 
     def _run(self, directory: Path, pin: Path) -> Iterator[Event]:
         pinned: set[str] = set()

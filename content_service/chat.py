@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from content_service import inputs, scope
+from content_service import scope, validation
 from content_service.convert import now
 from content_service.db.models import ChatSession, Message, Site
 from servicekit.auth import Principal
@@ -64,8 +64,8 @@ def create_session(
     session: Session, principal: Principal, site_id: str, title: str, metadata: dict[str, Any]
 ) -> ChatSession:
     site = scope.site(session, principal, site_id)
-    inputs.text(title, "session.title", max_len=500, required=False)
-    stored = inputs.json_object(metadata, "session.metadata", max_bytes=MAX_METADATA_BYTES)
+    validation.text(title, "session.title", max_len=500, required=False)
+    stored = validation.json_object(metadata, "session.metadata", max_bytes=MAX_METADATA_BYTES)
     ts = now()
     chat = ChatSession(
         id=new_id(),
@@ -112,7 +112,7 @@ def append_messages(
     for i, message in enumerate(messages):
         if message.role not in ROLES:
             raise invalid(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
-        content = inputs.json_object(
+        content = validation.json_object(
             message.content, f"messages[{i}].content", max_bytes=MAX_CONTENT_BYTES
         )
         stored.append((message.role, content))

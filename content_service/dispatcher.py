@@ -24,8 +24,8 @@ from sqlalchemy import delete, select, update
 from content_service import vector_documents as vd
 from content_service.convert import now
 from content_service.db.engine import Database
-from content_service.db.models import Image, IndexOutbox, PageSection, SectionEntry
-from content_service.dispatch_lock import DispatchLock, dispatch_lock
+from content_service.db.models import IndexOutbox, PageSection, SectionEntry
+from content_service.dispatch_lock import dispatch_lock
 from content_service.outbox import OUTBOX, Kind
 from content_service.vector_client import VectorClient
 
@@ -74,6 +74,9 @@ class _Plan:
     deletes: list[tuple[str, vd.Scope, tuple[str, ...], str, bool]] = field(default_factory=list)
 
 
+BACKOFF_BASE_SECONDS = 1.0  # the first retry's delay; it doubles per failure up to the cap
+
+
 def backoff_seconds(attempts: int, base: float, cap: float) -> int:
     """Delay before the next try after `attempts` failures: exponential, capped, with up to
     25% jitter so many rows failed together do not all come back at once."""
@@ -109,17 +112,14 @@ class Dispatcher:
         *,
         batch_size: int = 200,
         poll_seconds: float = 0.5,
-        backoff_base_seconds: float = 1.0,
         backoff_cap_seconds: float = 300.0,
-        lock: DispatchLock | None = None,
     ) -> None:
         self.db = db
         self.client = client
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
-        self.backoff_base = backoff_base_seconds
         self.backoff_cap = backoff_cap_seconds
-        self.lock = lock or dispatch_lock(db)
+        self.lock = dispatch_lock(db)
         self.stats = DispatcherStats()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -220,7 +220,7 @@ class Dispatcher:
                         attempts=r.attempts + 1,
                         last_error=error,
                         next_attempt_at=ts
-                        + backoff_seconds(r.attempts + 1, self.backoff_base, self.backoff_cap),
+                        + backoff_seconds(r.attempts + 1, BACKOFF_BASE_SECONDS, self.backoff_cap),
                     )
                 )
 
@@ -274,7 +274,7 @@ class Dispatcher:
             image_ids = sorted({r.source_id for r in image_rows})
             completed = vd.image_documents(s, image_ids)
             plan.upserts[vd.IMAGES].extend(completed.values())
-            images = vd.existing(s, Image, image_ids)
+            images = vd.existing_images(s, image_ids)
             gone_images = [r for r in image_rows if r.source_id not in images]
             for scope, ids in _by_scope(gone_images).items():
                 plan.deletes.append((vd.IMAGES, scope, tuple(sorted(set(ids))), "", False))

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from content_service import images, scope
 from content_service.convert import dumps, now
-from content_service.db.models import Environment, Image, ImageVariant, Site
+from content_service.db.models import Image, ImageVariant
 from content_service.images import ImageView
 from content_service.media import MediaStore, TempBlob
 from content_service.scope import EnvScope
@@ -117,12 +117,9 @@ def claim(session: Session, limits: JobLimits) -> tuple[ClaimedJob | None, list[
 
 
 def _scope_of(session: Session, environment_id: str) -> EnvScope:
-    row = session.execute(
-        select(Site.team_id, Environment.site_id)
-        .join(Site, Site.id == Environment.site_id)
-        .where(Environment.id == environment_id)
-    ).one()
-    return EnvScope(team_id=row[0], site_id=row[1], environment_id=environment_id)
+    found = scope.lookup(session, environment_id)
+    assert found is not None  # images.environment_id is a foreign key
+    return found
 
 
 def leased(session: Session, image_id: str, token: str, *, lock: bool = True) -> Image:

@@ -168,18 +168,7 @@ def release_blob_if_unreferenced(session: Session, media: MediaStore, key: str) 
 def get_image(
     session: Session, principal: Principal, image_id: str, *, for_update: bool = False
 ) -> Image:
-    scope.require_id(image_id, "id")
-    stmt = select(Image).where(Image.id == image_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    image = session.scalars(stmt).first()
-    if image is None:
-        raise NotFound("image", image_id)
-    try:
-        scope.environment(session, principal, image.environment_id)
-    except NotFound:
-        raise NotFound("image", image_id) from None
-    return image
+    return scope.in_environment(session, principal, Image, image_id, "image", lock=for_update)[0]
 
 
 def load_view(session: Session, image: Image) -> ImageView:

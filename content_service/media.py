@@ -29,6 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final
 
+from servicekit.backupfiles import fsync_dir
+
 log = logging.getLogger(__name__)
 
 # Upload and download messages carry at most this much data.
@@ -89,7 +91,7 @@ class MediaStore:
         target = self.path(key)
         _make_dirs(self.root, target.parent)
         os.replace(source, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     def remove(self, key: str) -> None:
         """Removes a blob; a missing one is fine (removal is idempotent)."""
@@ -205,15 +207,7 @@ def _make_dirs(root: Path, folder: Path) -> None:
             path.mkdir()
         except FileExistsError:
             continue
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(path.parent)
 
 
 # --- signatures ------------------------------------------------------------------------

@@ -95,15 +95,9 @@ def create_definition(
 def get_definition(
     session: Session, principal: Principal, definition_id: str, field: str = "id"
 ) -> SectionDefinition:
-    scope.require_id(definition_id, field)
-    definition = session.get(SectionDefinition, definition_id)
-    if definition is None:
-        raise NotFound("section definition", definition_id)
-    try:
-        scope.environment(session, principal, definition.environment_id)
-    except NotFound:
-        raise NotFound("section definition", definition_id) from None
-    return definition
+    return scope.in_environment(
+        session, principal, SectionDefinition, definition_id, "section definition", field
+    )[0]
 
 
 def list_definitions(
@@ -449,20 +443,8 @@ def _insert_sections(
 def _page_in_scope(
     session: Session, principal: Principal, page_id: str, field: str, *, lock: bool = False
 ) -> tuple[Page, EnvScope]:
-    scope.require_id(page_id, field)
-    stmt = select(Page).where(Page.id == page_id)
-    if lock:
-        # PostgreSQL: concurrent section edits of one page queue here. SQLite ignores it;
-        # BEGIN IMMEDIATE already serializes writers.
-        stmt = stmt.with_for_update()
-    page = session.scalars(stmt).first()
-    if page is None:
-        raise NotFound("page", page_id)
-    try:
-        env = scope.environment(session, principal, page.environment_id)
-    except NotFound:
-        raise NotFound("page", page_id) from None
-    return page, env
+    # lock: concurrent section edits of one page queue on PostgreSQL.
+    return scope.in_environment(session, principal, Page, page_id, "page", field, lock=lock)
 
 
 def load_view(session: Session, page: Page) -> PageView:
@@ -743,7 +725,3 @@ def remove_section(
     search_index.index_page(session, page)
     outbox.enqueue(session, page.environment_id, outbox.Kind.SECTION, [entry_id], outbox.Op.DELETE)
     return load_view(session, page)
-
-
-def loads_metadata(page: Page) -> dict[str, Any]:
-    return loads_object(page.metadata_json)

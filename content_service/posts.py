@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import inputs, scope, search_index, validation
+from content_service import scope, search_index, validation
 from content_service.convert import dumps, now
 from content_service.db.models import Post, PostTag
 from servicekit.auth import Principal
@@ -76,21 +76,21 @@ def _check(changes: dict[str, Any]) -> dict[str, Any]:
     """Validates the given fields (field paths as in the request: `post.<name>`)."""
     out = dict(changes)
     if "title" in out:
-        inputs.text(out["title"], "post.title", max_len=500)
+        validation.text(out["title"], "post.title", max_len=500)
     if "slug" in out:
         validation.slug(out["slug"], "post.slug")
     if "excerpt" in out:
-        inputs.text(out["excerpt"], "post.excerpt", max_len=MAX_EXCERPT, required=False)
+        validation.text(out["excerpt"], "post.excerpt", max_len=MAX_EXCERPT, required=False)
     if "body" in out:
-        inputs.text(out["body"], "post.body", max_len=MAX_BODY, required=False)
+        validation.text(out["body"], "post.body", max_len=MAX_BODY, required=False)
     if "status" in out:
         _status(out["status"], "post.status")
     if "author" in out:
-        inputs.text(out["author"], "post.author", max_len=200, required=False)
+        validation.text(out["author"], "post.author", max_len=200, required=False)
     if "tags" in out:
         out["tags"] = _tags(out["tags"] or [], "post.tags")
     if out.get("published_at") is not None:
-        inputs.seconds(out["published_at"], "post.published_at")
+        validation.seconds(out["published_at"], "post.published_at")
     return out
 
 
@@ -156,15 +156,7 @@ def create_post(
 
 
 def get_post(session: Session, principal: Principal, post_id: str, field: str = "id") -> Post:
-    scope.require_id(post_id, field)
-    post = session.get(Post, post_id)
-    if post is None:
-        raise NotFound("post", post_id)
-    try:
-        scope.environment(session, principal, post.environment_id)
-    except NotFound:
-        raise NotFound("post", post_id) from None
-    return post
+    return scope.in_environment(session, principal, Post, post_id, "post", field)[0]
 
 
 def get_post_by_slug(
@@ -213,14 +205,7 @@ def list_posts(
 def update_post(
     session: Session, principal: Principal, post_id: str, changes: dict[str, Any]
 ) -> Post:
-    scope.require_id(post_id, "post.id")
-    post = session.scalars(select(Post).where(Post.id == post_id).with_for_update()).first()
-    if post is None:
-        raise NotFound("post", post_id)
-    try:
-        scope.environment(session, principal, post.environment_id)
-    except NotFound:
-        raise NotFound("post", post_id) from None
+    post, _ = scope.in_environment(session, principal, Post, post_id, "post", "post.id", lock=True)
     checked = _check(changes)
     for name in ("title", "slug", "excerpt", "body", "status", "author"):
         if name in checked:

@@ -8,7 +8,6 @@ any other change, by the one dispatcher."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -113,19 +112,6 @@ def _expected(session: Session, env: vd.Scope) -> dict[str, dict[str, Expected]]
     return out
 
 
-def _images_existing(session: Session, ids: Iterable[str]) -> set[str]:
-    """Images that exist, in any state. The worker indexes an image before it completes it,
-    so a document of an image being processed is not an orphan; nor is one whose image
-    completed after the expected set was read (read in any state here, that race is gone)."""
-    found: set[str] = set()
-    pending = sorted(ids)
-    for start in range(0, len(pending), CHUNK):
-        found.update(
-            session.scalars(select(Image.id).where(Image.id.in_(pending[start : start + CHUNK])))
-        )
-    return found
-
-
 def reconcile(db: Database, client: VectorClient, what: Target, *, repair: bool) -> Report:
     expected: dict[str, dict[str, Expected]] = {c: {} for c in vd.COLLECTIONS}
     for env in what.environments:
@@ -144,7 +130,10 @@ def reconcile(db: Database, client: VectorClient, what: Target, *, repair: bool)
         orphans = set(indexed) - set(want)
         if collection == vd.IMAGES and orphans:
             with db.read() as s:
-                orphans -= _images_existing(s, orphans)
+                # The worker indexes an image before it completes it: the document of an
+                # image that exists in any state is not an orphan (nor, so, is one completed
+                # after the expected set was read).
+                orphans -= vd.existing_images(s, orphans)
         drift.orphaned = sorted(orphans)
         for doc_id in sorted(set(want) & set(indexed)):
             w, have = want[doc_id], indexed[doc_id]

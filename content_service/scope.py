@@ -4,11 +4,12 @@ caller's team. Another team's resource is NotFound, exactly like a missing one."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from content_service.db.models import Environment, Site
+from content_service.db.models import Environment, Image, Page, Post, SectionDefinition, Site
 from servicekit.auth import Principal
 from servicekit.errors import NotFound, PermissionDenied, invalid
 
@@ -39,18 +40,56 @@ def environment(
     session: Session, principal: Principal, environment_id: str, field: str = "environment_id"
 ) -> EnvScope:
     require_id(environment_id, field)
+    found = lookup(session, environment_id, visible_team(principal))
+    if found is None:
+        raise NotFound("environment", environment_id)
+    return found
+
+
+def lookup(session: Session, environment_id: str, team_id: str | None = None) -> EnvScope | None:
+    """The scope of an environment (only within `team_id` when given); None when absent."""
     stmt = (
         select(Site.team_id, Environment.site_id)
         .join(Site, Site.id == Environment.site_id)
         .where(Environment.id == environment_id)
     )
-    team_id = visible_team(principal)
     if team_id is not None:
         stmt = stmt.where(Site.team_id == team_id)
     row = session.execute(stmt).first()
     if row is None:
-        raise NotFound("environment", environment_id)
+        return None
     return EnvScope(team_id=row[0], site_id=row[1], environment_id=environment_id)
+
+
+# The rows that live in an environment and are fetched by id.
+EnvRow = TypeVar("EnvRow", Page, Post, SectionDefinition, Image)
+
+
+def in_environment(
+    session: Session,
+    principal: Principal,
+    model: type[EnvRow],
+    row_id: str,
+    what: str,
+    field: str = "id",
+    *,
+    lock: bool = False,
+) -> tuple[EnvRow, EnvScope]:
+    """A row by id and the scope of its environment; NotFound(what) when the row is missing or
+    belongs to another team. `lock`: SELECT ... FOR UPDATE (PostgreSQL: concurrent writers of
+    the row queue here; SQLite ignores it, BEGIN IMMEDIATE already serializes writers)."""
+    require_id(row_id, field)
+    if lock:
+        row = session.scalars(select(model).where(model.id == row_id).with_for_update()).first()
+    else:
+        row = session.get(model, row_id)
+    if row is None:
+        raise NotFound(what, row_id)
+    try:
+        env = environment(session, principal, row.environment_id)
+    except NotFound:
+        raise NotFound(what, row_id) from None
+    return row, env
 
 
 def site(session: Session, principal: Principal, site_id: str, field: str = "site_id") -> Site:

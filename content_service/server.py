@@ -44,7 +44,7 @@ from content_service.db.migrate import ensure_current
 from content_service.dispatcher import Dispatcher
 from content_service.settings import ContentSettings
 from content_service.vector_client import VectorClient
-from servicekit.auth import load_or_create_secret
+from servicekit.auth import load_or_create_secret, service_token
 from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
 
@@ -69,11 +69,9 @@ def load_secrets(settings: ContentSettings) -> Secrets:
                 path,
                 path,
             )
-    token = (
-        settings.service_token
-        or load_or_create_secret(settings.data_dir / "service.token", "loomsvc")[0]
+    return Secrets(
+        admin_key=admin, service_token=service_token(settings.service_token, settings.data_dir)
     )
-    return Secrets(admin_key=admin, service_token=token)
 
 
 def open_database(settings: ContentSettings) -> Database:
@@ -90,68 +88,37 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
     secrets = load_secrets(settings)
     client = dispatcher = None
     if settings.vector_address:
-        client = VectorClient(
-            settings.vector_address,
-            secrets.service_token,
-            timeout=settings.vector_timeout_seconds,
-        )
+        address, token = settings.vector_address, secrets.service_token
+        client = VectorClient(address, token, timeout=settings.vector_timeout_seconds)
         dispatcher = Dispatcher(
             db,
-            VectorClient(
-                settings.vector_address,
-                secrets.service_token,
-                timeout=settings.vector_timeout_seconds,
-            ),
+            # A channel of its own: Dispatcher.stop closes it to cancel a delivery in flight.
+            VectorClient(address, token, timeout=settings.vector_timeout_seconds),
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
             backoff_cap_seconds=settings.outbox_backoff_cap_seconds,
         )
     services = [
-        Service(
-            tenancy_pb2.DESCRIPTOR.services_by_name["TenancyService"].full_name,
-            tenancy_pb2_grpc.add_TenancyServiceServicer_to_server,
-            TenancyServicer(db),
+        Service.of(tenancy_pb2, tenancy_pb2_grpc, "TenancyService", TenancyServicer(db)),
+        Service.of(pages_pb2, pages_pb2_grpc, "PageService", PageServicer(db)),
+        Service.of(posts_pb2, posts_pb2_grpc, "PostService", PostServicer(db)),
+        Service.of(
+            navigation_pb2, navigation_pb2_grpc, "NavigationService", NavigationServicer(db)
         ),
-        Service(
-            pages_pb2.DESCRIPTOR.services_by_name["PageService"].full_name,
-            pages_pb2_grpc.add_PageServiceServicer_to_server,
-            PageServicer(db),
+        Service.of(
+            settings_pb2, settings_pb2_grpc, "SiteSettingsService", SiteSettingsServicer(db)
         ),
-        Service(
-            posts_pb2.DESCRIPTOR.services_by_name["PostService"].full_name,
-            posts_pb2_grpc.add_PostServiceServicer_to_server,
-            PostServicer(db),
-        ),
-        Service(
-            navigation_pb2.DESCRIPTOR.services_by_name["NavigationService"].full_name,
-            navigation_pb2_grpc.add_NavigationServiceServicer_to_server,
-            NavigationServicer(db),
-        ),
-        Service(
-            settings_pb2.DESCRIPTOR.services_by_name["SiteSettingsService"].full_name,
-            settings_pb2_grpc.add_SiteSettingsServiceServicer_to_server,
-            SiteSettingsServicer(db),
-        ),
-        Service(
-            chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
-            chat_pb2_grpc.add_ChatServiceServicer_to_server,
-            ChatServicer(db),
-        ),
-        Service(
-            search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name,
-            search_pb2_grpc.add_SearchServiceServicer_to_server,
-            SearchServicer(db),
-        ),
-        Service(
-            clone_pb2.DESCRIPTOR.services_by_name["EnvironmentCloneService"].full_name,
-            clone_pb2_grpc.add_EnvironmentCloneServiceServicer_to_server,
-            EnvironmentCloneServicer(db),
+        Service.of(chat_pb2, chat_pb2_grpc, "ChatService", ChatServicer(db)),
+        Service.of(search_pb2, search_pb2_grpc, "SearchService", SearchServicer(db)),
+        Service.of(
+            clone_pb2, clone_pb2_grpc, "EnvironmentCloneService", EnvironmentCloneServicer(db)
         ),
         *image_services(db, settings),
         backup_service(db, settings),
-        Service(
-            indexing_pb2.DESCRIPTOR.services_by_name["IndexingService"].full_name,
-            indexing_pb2_grpc.add_IndexingServiceServicer_to_server,
+        Service.of(
+            indexing_pb2,
+            indexing_pb2_grpc,
+            "IndexingService",
             IndexingServicer(db, dispatcher, client),
         ),
     ]

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import inputs, scope
+from content_service import scope, validation
 from content_service.convert import loads_object, now
 from content_service.db.models import Site, SiteSettings
 from servicekit.auth import Principal
@@ -104,28 +104,28 @@ def update_settings(
     env = scope.environment(session, principal, environment_id, "site_settings.environment_id")
     values: dict[str, Any] = {}
     if "site_name" in changes:
-        values["site_name"] = inputs.text(
+        values["site_name"] = validation.text(
             changes["site_name"], "site_settings.site_name", max_len=200, required=False
         )
     if "default_locale" in changes:
         values["default_locale"] = locale(changes["default_locale"], "site_settings.default_locale")
     if "theme" in changes:
-        values["theme"] = inputs.text(
+        values["theme"] = validation.text(
             changes["theme"], "site_settings.theme", max_len=100, required=False
         )
     if "seo_title" in changes:
-        values["seo_title"] = inputs.text(
+        values["seo_title"] = validation.text(
             changes["seo_title"], "site_settings.seo_title", max_len=500, required=False
         )
     if "seo_description" in changes:
-        values["seo_description"] = inputs.text(
+        values["seo_description"] = validation.text(
             changes["seo_description"],
             "site_settings.seo_description",
             max_len=2_000,
             required=False,
         )
     if "extra" in changes:
-        values["extra"] = inputs.json_object(
+        values["extra"] = validation.json_object(
             changes["extra"], "site_settings.extra", max_bytes=MAX_EXTRA_BYTES
         )
     row = session.scalars(

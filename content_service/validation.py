@@ -9,6 +9,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from content_service.convert import dumps
 from servicekit.errors import FieldViolation, InvalidArgument, invalid
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -80,3 +81,22 @@ def content(validator: Draft202012Validator, value: dict[str, Any], field: str) 
 
 def _path_part(part: str | int) -> str:
     return f"[{part}]" if isinstance(part, int) else f".{part}"
+
+
+# google.protobuf.Timestamp's range: 0001-01-01 to 9999-12-31.
+MIN_SECONDS = -62_135_596_800
+MAX_SECONDS = 253_402_300_799
+
+
+def json_object(value: dict[str, Any], field: str, *, max_bytes: int) -> str:
+    """The value as stored JSON text, refusing anything larger than max_bytes."""
+    stored = dumps(value)
+    if len(stored.encode()) > max_bytes:
+        raise invalid(field, f"must be at most {max_bytes // 1024} KiB as JSON")
+    return stored
+
+
+def seconds(value: int, field: str) -> int:
+    if not MIN_SECONDS <= value <= MAX_SECONDS:
+        raise invalid(field, "is out of range")
+    return value

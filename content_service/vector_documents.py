@@ -34,6 +34,8 @@ from servicekit.image_text import image_text
 
 # vector_service refuses longer texts; models read far less than this anyway.
 MAX_TEXT_CHARS = 100_000
+# Ids per `IN (...)` list.
+_CHUNK = 500
 
 PAGES = "pages"
 SECTIONS = "sections"
@@ -152,7 +154,12 @@ def image_documents(session: Session, image_ids: Sequence[str]) -> dict[str, Vec
     return out
 
 
-def existing(session: Session, model: type[SectionEntry | Image], ids: Sequence[str]) -> set[str]:
-    if not ids:
-        return set()
-    return set(session.scalars(select(model.id).where(model.id.in_(ids))))
+def existing_images(session: Session, image_ids: Iterable[str]) -> set[str]:
+    """The ids among these of images that exist, in any state."""
+    ids = sorted(set(image_ids))
+    found: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        found.update(
+            session.scalars(select(Image.id).where(Image.id.in_(ids[start : start + _CHUNK])))
+        )
+    return found

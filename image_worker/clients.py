@@ -91,6 +91,12 @@ def _channel(address: str, methods: Sequence[tuple[str, str]]) -> grpc.Channel:
     )
 
 
+def _call_metadata(token: str, request_id: str | None) -> tuple[tuple[str, str], ...]:
+    auth = ("authorization", f"Bearer {token}")
+    # The services log the caller's x-request-id: one id follows a job across all of them.
+    return (auth, ("x-request-id", request_id)) if request_id else (auth,)
+
+
 def error_reason(exc: grpc.RpcError) -> str | None:
     """The google.rpc.ErrorInfo reason of a failed call, if the server sent one."""
     try:
@@ -133,9 +139,7 @@ class ContentClient:
         self._channel.close()
 
     def _metadata(self, request_id: str | None) -> tuple[tuple[str, str], ...]:
-        auth = ("authorization", f"Bearer {self._token}")
-        # content_service logs the caller's x-request-id: one id follows a job across both.
-        return (auth, ("x-request-id", request_id)) if request_id else (auth,)
+        return _call_metadata(self._token, request_id)
 
     def claim(self, wait: float, worker: str) -> grpc.CallFuture[images_pb2.ClaimImageJobResponse]:
         """Starts a ClaimImageJob long-poll; the future can be cancelled (shutdown)."""
@@ -274,14 +278,14 @@ class VectorClient:
     def __init__(self, address: str, token: str, timeouts: Timeouts) -> None:
         self._channel = _channel(address, _VECTOR_RETRIED)
         self._stub = vector_pb2_grpc.VectorServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._token = token
         self._timeouts = timeouts
 
     def close(self) -> None:
         self._channel.close()
 
     def _with_id(self, request_id: str) -> tuple[tuple[str, str], ...]:
-        return (*self._metadata, ("x-request-id", request_id))
+        return _call_metadata(self._token, request_id)
 
     def index_image(
         self, job: images_pb2.ImageJob, text: str, request_id: str

@@ -75,6 +75,7 @@ __all__ = [
     "Limits",
     "Processed",
     "Variant",
+    "check_byte_size",
     "decode",
     "make_variants",
     "process",
@@ -232,6 +233,12 @@ def _mebibytes(size: int) -> str:
 
 def _megapixels(pixels: int) -> str:
     return f"{pixels / 1_000_000:.3g} MP"
+
+
+def check_byte_size(size: int, max_bytes: int) -> None:
+    """Rejects a file over the byte limit (the worker asks before it downloads one)."""
+    if size > max_bytes:
+        raise ImageRejected(f"file is {_mebibytes(size)}, over the {_mebibytes(max_bytes)} limit")
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -392,10 +399,7 @@ def _normalise(im: Image.Image) -> Image.Image:
 def _decode(data: bytes, limits: Limits, widths: Sequence[int] | None) -> Decoded:
     if not data:
         raise ImageRejected("empty file")
-    if len(data) > limits.max_bytes:
-        raise ImageRejected(
-            f"file is {_mebibytes(len(data))}, over the {_mebibytes(limits.max_bytes)} limit"
-        )
+    check_byte_size(len(data), limits.max_bytes)
     with _rejecting("decoding", limits):
         im = _open_header(data, limits)
         width, height = im.size

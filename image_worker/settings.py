@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from servicekit.auth import load_or_create_secret
+from servicekit.auth import service_token
 
 Mode = Literal["threads", "processes"]
 
@@ -130,6 +130,4 @@ class WorkerSettings(BaseSettings):
         return bool(self.vision_base_url)
 
     def token(self) -> str:
-        if self.service_token:
-            return self.service_token
-        return load_or_create_secret(self.data_dir / "service.token", "loomsvc")[0]
+        return service_token(self.service_token, self.data_dir)

@@ -84,6 +84,7 @@ _TRANSIENT: Final = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
+_LEASE_LOST: Final = "the lease was lost (it expired and another worker claimed the image)"
 # Backoff jitter, not a secret.
 _jitter = random.SystemRandom()
 
@@ -124,10 +125,6 @@ def _dimension(metadata: dict[str, object], key: str) -> int:
     if not isinstance(value, int):
         raise TypeError(f"metadata[{key!r}] is {value!r}, not an int")
     return value
-
-
-def _human_size(size: int) -> str:
-    return f"{size / 2**20:.3g} MiB"
 
 
 def index_text(job: images_pb2.ImageJob, alt_text: str, described: Description | None) -> str:
@@ -218,7 +215,7 @@ class _Job:
 
     def checkpoint(self) -> None:
         if self.lost.is_set():
-            raise _JobGone("the lease was lost (it expired and another worker claimed the image)")
+            raise _JobGone(_LEASE_LOST)
         if self.abandoned.is_set():
             raise _Abandoned
 
@@ -526,19 +523,13 @@ class Worker:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise _JobGone("the image was deleted") from None
             if is_lease_lost(exc):
-                raise _JobGone(
-                    "the lease was lost (it expired and another worker claimed the image)"
-                ) from None
+                raise _JobGone(_LEASE_LOST) from None
             raise _Retryable(f"{what} failed: {_describe(exc)}") from exc
 
     def _download(self, active: _Job) -> bytes:
         job = active.job
         limit = self.settings.max_bytes
-        if job.size_bytes > limit:
-            # The same words the processing library uses for a file over the byte limit.
-            raise ImageRejected(
-                f"file is {_human_size(job.size_bytes)}, over the {_human_size(limit)} limit"
-            )
+        processing.check_byte_size(job.size_bytes, limit)
         with self._rpc("downloading the original"):
             try:
                 return self._content.download(job, limit, active.request_id)

@@ -141,9 +141,8 @@ def restored_stack(
     from content_service.server import create_server as create_content_server
     from content_service.server import open_database
     from content_service.settings import ContentSettings
-    from vector_service.embeddings import create_embedder
     from vector_service.server import create_server as create_vector_server
-    from vector_service.server import service_token
+    from vector_service.server import loaded_embedder, service_token
     from vector_service.settings import VectorSettings
 
     local = {"data_dir": data_dir, "host": "127.0.0.1", "port": 0}
@@ -151,11 +150,7 @@ def restored_stack(
     printer.line(
         f"starting vector_service on the restored data ({vector_settings.provider} embedder)"
     )
-    embedder = create_embedder(vector_settings.embedder_config())
-    load = getattr(embedder, "load", None)
-    if callable(load):
-        load()
-    vector = create_vector_server(vector_settings, embedder=embedder)
+    vector = create_vector_server(vector_settings, embedder=loaded_embedder(vector_settings))
     vector.server.start()
     try:
         content_settings = ContentSettings().model_copy(

@@ -472,29 +472,22 @@ def restore(
                 f"lancedb: {len(manifest.vector_tables)} table(s) open with the manifest's rows, "
                 "versions and models"
             )
-        if verify_only:
-            return RestoreOutcome(
-                data_dir,
-                manifest,
-                time.monotonic() - clock,
-                len(manifest.files),
-                manifest.total_bytes,
-                warnings,
-            )
-        if url:
-            restore_postgres(temp / DUMP_FILE, url, manifest)
-            (temp / DUMP_FILE).unlink()
-            printer.line("PostgreSQL: dump restored, every table has the manifest's row count")
-        for folder in (MEDIA_FOLDER, LANCEDB_FOLDER):
-            (temp / folder).mkdir(exist_ok=True)
-        sync_filesystem(temp)
-        _put_in_place(temp, data_dir)
-        temp = None
+        if not verify_only:
+            if url:
+                restore_postgres(temp / DUMP_FILE, url, manifest)
+                (temp / DUMP_FILE).unlink()
+                printer.line("PostgreSQL: dump restored, every table has the manifest's row count")
+            for folder in (MEDIA_FOLDER, LANCEDB_FOLDER):
+                (temp / folder).mkdir(exist_ok=True)
+            sync_filesystem(temp)
+            _put_in_place(temp, data_dir)
+            temp = None
     finally:
         source.close()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
-    printer.line(f"restored into {data_dir}")
+    if not verify_only:
+        printer.line(f"restored into {data_dir}")
     return RestoreOutcome(
         data_dir,
         manifest,

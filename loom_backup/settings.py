@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loom_backup.errors import BackupError
+from servicekit.auth import SERVICE_TOKEN_FILE
 
 
 class BackupSettings(BaseSettings):
@@ -32,7 +33,7 @@ class BackupSettings(BaseSettings):
     def token(self) -> str:
         if self.service_token:
             return self.service_token
-        path = self.data_dir / "service.token"
+        path = self.data_dir / SERVICE_TOKEN_FILE
         try:
             return path.read_text().strip()
         except FileNotFoundError:

@@ -8,8 +8,10 @@ import ctypes
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from servicekit.errors import AlreadyExists, FailedPrecondition, invalid
 
@@ -135,3 +137,20 @@ def prepare_directory(raw: str, forbidden: list[tuple[Path, str]]) -> Path:
             f"cannot create {path}: {exc.strerror}", reason="BACKUP_PATH_NOT_WRITABLE"
         ) from None
     return path
+
+
+Step = TypeVar("Step")
+
+
+def pinned_run(directory: Path, pin: Path, steps: Iterator[Step]) -> Iterator[Step]:
+    """Yields a service's backup steps. Afterwards the pin folder (hard links that keep the
+    files being copied alive) always goes, and `directory` too unless every step ran: a
+    failure, or a caller that stops iterating, leaves nothing that looks like a backup."""
+    complete = False
+    try:
+        yield from steps
+        complete = True
+    finally:
+        shutil.rmtree(pin, ignore_errors=True)
+        if not complete:
+            shutil.rmtree(directory, ignore_errors=True)

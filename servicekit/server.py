@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 import grpc
@@ -39,6 +39,13 @@ class Service:
     name: str  # full service name, e.g. "loom.content.v1.PageService"
     add: Callable[[Any, grpc.Server], None]
     servicer: Any
+
+    @classmethod
+    def of(cls, pb2: ModuleType, pb2_grpc: ModuleType, name: str, servicer: Any) -> Service:
+        """The generated service `name`: its full name from pb2's descriptor, its registration
+        function from pb2_grpc (grpc's generated `add_<name>Servicer_to_server`)."""
+        full_name = pb2.DESCRIPTOR.services_by_name[name].full_name
+        return cls(full_name, getattr(pb2_grpc, f"add_{name}Servicer_to_server"), servicer)
 
 
 @dataclass

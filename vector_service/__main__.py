@@ -14,8 +14,8 @@ import sys
 
 from servicekit import logs
 from servicekit.server import serve_until_signalled
-from vector_service.embeddings import EmbeddingError, create_embedder
-from vector_service.server import create_server
+from vector_service.embeddings import EmbeddingError
+from vector_service.server import create_server, loaded_embedder
 from vector_service.settings import VectorSettings
 
 log = logging.getLogger("vector_service")
@@ -28,11 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = VectorSettings()
     logs.configure(settings.log_level)
     try:
-        embedder = create_embedder(settings.embedder_config())
-        load = getattr(embedder, "load", None)
-        if callable(load):
-            load()  # read model weights now: a missing model fails the start, not a request
-        running = create_server(settings, embedder=embedder)
+        running = create_server(settings, embedder=loaded_embedder(settings))
     except EmbeddingError as exc:
         log.error("cannot set up the %s embedder: %s", settings.provider, exc)
         return 2

@@ -11,11 +11,11 @@ import numpy as np
 from google.protobuf import timestamp_pb2
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
-from servicekit.auth import current_principal
+from servicekit.auth import current_principal, require_service
 from servicekit.errors import FieldViolation, InvalidArgument, invalid
 from servicekit.pagination import MAX_PAGE_SIZE, page_of, page_request
 from vector_service import store
-from vector_service.authn import require_service, search_team
+from vector_service.authn import search_team
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
 from vector_service.search import Hit, Mode, Query, Searcher

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -17,7 +16,7 @@ import time
 import grpc
 from loom.content.v1 import tenancy_pb2, tenancy_pb2_grpc
 
-from servicekit.auth import UNAUTHENTICATED_MESSAGE, Principal, Role, same_secret
+from servicekit.auth import UNAUTHENTICATED_MESSAGE, Principal, Role, hash_secret, same_secret
 from servicekit.errors import PermissionDenied, ServiceError, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ class TenantKeyResolver:
             self._cache[digest] = (now + ttl, principal)
 
     def resolve(self, secret: str) -> Principal:
-        digest = hashlib.sha256(secret.encode()).hexdigest()
+        digest = hash_secret(secret)
         hit, principal = self._cached(digest)
         if not hit:
             principal = self._ask(secret)
@@ -162,11 +161,6 @@ class VectorAuthenticator:
         if same_secret(secret, self._service_token):
             return SERVICE
         return self._tenants.resolve(secret)
-
-
-def require_service(principal: Principal) -> None:
-    if not principal.is_service:
-        raise PermissionDenied("this call is for our own services (the service token)")
 
 
 def search_team(principal: Principal, requested: str) -> str:

@@ -45,7 +45,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from loom.vector.v1 import backup_pb2, backup_pb2_grpc, vector_pb2
 
 from servicekit.auth import current_principal, require_service
-from servicekit.backupfiles import FileEntry, copy_hashed, link_or_copy, sync_filesystem
+from servicekit.backupfiles import (
+    FileEntry,
+    copy_hashed,
+    link_or_copy,
+    pinned_run,
+    sync_filesystem,
+)
 from servicekit.backupfiles import prepare_directory as prepare_backup_directory
 from servicekit.errors import Aborted, FailedPrecondition, ServiceError
 from servicekit.server import Service
@@ -170,14 +176,7 @@ class VectorBackup:
     def run(self, directory: Path) -> Iterator[Event]:
         """Fills `directory`; on any failure, or when the caller stops iterating, removes it."""
         pins = self.root / f"{PIN_PREFIX}{secrets.token_hex(8)}"
-        complete = False
-        try:
-            yield from self._run(directory, pins)
-            complete = True
-        finally:
-            shutil.rmtree(pins, ignore_errors=True)
-            if not complete:
-                shutil.rmtree(directory, ignore_errors=True)
+        return pinned_run(directory, pins, self._run(directory, pins))
 
     def _run(self, directory: Path, pins: Path) -> Iterator[Event]:
         collections = list(Collection)
@@ -207,6 +206,7 @@ class VectorBackup:
                 return None
             name = handle.name
             source = self.root / f"{name}.lance"
+            pinned = pins / f"{name}.lance"
             if not source.is_dir():
                 raise FailedPrecondition(
                     f"table {name} has no folder at {source}", reason="BACKUP_TABLE_MISSING"
@@ -216,7 +216,7 @@ class VectorBackup:
             space = handle.space
             pinned_at = time.time()
             started = time.monotonic()
-            pinned_files = pin_table(source, pins / f"{name}.lance")
+            pinned_files = pin_table(source, pinned)
             locked_ms = (time.monotonic() - started) * 1000
         log.info(
             "backup: pinned %s at version %d (%d rows, %d files; lock held %.1f ms)",
@@ -250,7 +250,7 @@ class VectorBackup:
         indexed = sorted(",".join(index.columns) for index in copy.list_indices())
         del copy
         relative = f"{LANCEDB_FOLDER}/{name}.lance"
-        source_files = sorted(p for p in (pins / f"{name}.lance").rglob("*") if p.is_file())
+        source_files = sorted(p for p in pinned.rglob("*") if p.is_file())
         want = sum(p.stat().st_size for p in source_files)
         batch: list[FileEntry] = []
         copied = 0
@@ -258,7 +258,7 @@ class VectorBackup:
         last = time.monotonic()
         for path in source_files:
             self._check_cancelled()
-            rel = f"{relative}/{path.relative_to(pins / f'{name}.lance').as_posix()}"
+            rel = f"{relative}/{path.relative_to(pinned).as_posix()}"
             size, digest = copy_hashed(path, directory / rel, durable=False)
             batch.append(FileEntry(rel, size, digest))
             copied += size
@@ -271,7 +271,7 @@ class VectorBackup:
                 yield Progress(name, done, total, copied, want)
         if batch:
             yield batch
-        shutil.rmtree(pins / f"{name}.lance", ignore_errors=True)
+        shutil.rmtree(pinned, ignore_errors=True)
         snapshot = TableSnapshot(
             collection=collection,
             table_name=name,

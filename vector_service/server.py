@@ -7,7 +7,7 @@ import logging
 
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
-from servicekit.auth import load_or_create_secret
+from servicekit.auth import service_token as shared_service_token
 from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
 from vector_service.api import VectorServicer
@@ -22,9 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def service_token(settings: VectorSettings) -> str:
-    if settings.service_token:
-        return settings.service_token
-    return load_or_create_secret(settings.data_dir / "service.token", "loomsvc")[0]
+    return shared_service_token(settings.service_token, settings.data_dir)
+
+
+def loaded_embedder(settings: VectorSettings) -> Embedder:
+    """The configured embedder with its model weights read now, so that a missing model fails
+    the start rather than a request. Raises EmbeddingError."""
+    embedder = create_embedder(settings.embedder_config())
+    load = getattr(embedder, "load", None)
+    if callable(load):
+        load()
+    return embedder
 
 
 def store_options(settings: VectorSettings) -> StoreOptions:

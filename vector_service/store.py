@@ -463,17 +463,7 @@ class VectorStore:
                 state.active = TableHandle(active_name, table, _space_of(table))
                 state.has_vector_index = self._has_vector_index(table)
                 if not state.active.space.same_vectors(self.configured):
-                    log.warning(
-                        "%s",
-                        model_mismatch(
-                            active_name,
-                            collection.api_name,
-                            state.active.space.model,
-                            state.active.space.dimensions,
-                            self.configured.model,
-                            self.configured.dimensions,
-                        ).message,
-                    )
+                    log.warning("%s", self._mismatch(state.active).message)
             if state.progress.state is ReindexState.RUNNING:
                 state.progress.state = ReindexState.FAILED
                 state.progress.error = "interrupted by a restart; call Reindex again"
@@ -711,8 +701,7 @@ class VectorStore:
             where += f" AND source_id = {quote(source_id)}"
         if after is not None:
             where += f" AND id > {quote(after)}"
-        columns = [c for c in STORED_COLUMNS if c != "text"]
-        rows = self._read_rows(handle.table, where, columns).sort_by("id").slice(0, limit)
+        rows = self._read_rows(handle.table, where, STORED_COLUMNS).sort_by("id").slice(0, limit)
         listed: list[dict[str, Any]] = rows.to_pylist()
         return listed
 
@@ -798,7 +787,7 @@ class VectorStore:
     def _has_vector_index(table: Any) -> bool:
         return any(list(i.columns) == [VECTOR_COLUMN] for i in table.list_indices())
 
-    def _ensure_indexes(self, state: _CollectionState, handle: TableHandle) -> bool:
+    def _ensure_indexes(self, handle: TableHandle) -> bool:
         """Creates missing indexes; builds the ANN index once the table is large enough.
         Returns whether the table has a vector index."""
         table = handle.table
@@ -834,7 +823,7 @@ class VectorStore:
         if handle is None:
             return
         if build_indexes:  # not on a search's path: an ANN build takes seconds
-            state.has_vector_index = self._ensure_indexes(state, handle)
+            state.has_vector_index = self._ensure_indexes(handle)
         # Compaction (small appends do not pile up fragments), incremental index update
         # (new rows join the vector, scalar and full-text indexes), pruning of old versions.
         handle.table.optimize(cleanup_older_than=PRUNE_OLDER_THAN)
@@ -1054,7 +1043,7 @@ class VectorStore:
             with state.lock:
                 if state.staging is not staging:
                     raise Aborted("the reindex was superseded")
-                has_vector_index = self._ensure_indexes(state, staging)
+                has_vector_index = self._ensure_indexes(staging)
                 staging.table.optimize(cleanup_older_than=PRUNE_OLDER_THAN)
                 old = state.active
                 state.active = staging

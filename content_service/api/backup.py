@@ -137,8 +137,4 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
 
 
 def backup_service(db: Database, settings: ContentSettings) -> Service:
-    return Service(
-        backup_pb2.DESCRIPTOR.services_by_name["BackupService"].full_name,
-        backup_pb2_grpc.add_BackupServiceServicer_to_server,
-        BackupServicer(db, settings),
-    )
+    return Service.of(backup_pb2, backup_pb2_grpc, "BackupService", BackupServicer(db, settings))

@@ -68,16 +68,8 @@ def image_services(db: Database, settings: ContentSettings) -> list[Service]:
     if swept:
         log.info("removed %d stale temp/trash file(s) from %s", swept, runtime.media.root)
     return [
-        Service(
-            images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
-            images_pb2_grpc.add_ImageServiceServicer_to_server,
-            ImageServicer(runtime),
-        ),
-        Service(
-            images_pb2.DESCRIPTOR.services_by_name["ImageJobService"].full_name,
-            images_pb2_grpc.add_ImageJobServiceServicer_to_server,
-            ImageJobServicer(runtime),
-        ),
+        Service.of(images_pb2, images_pb2_grpc, "ImageService", ImageServicer(runtime)),
+        Service.of(images_pb2, images_pb2_grpc, "ImageJobService", ImageJobServicer(runtime)),
     ]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,9 @@ from loom_backup.settings import BackupSettings
 from servicekit.server import Running
 from tests.conftest import content_settings
 from tests.content.flows import Tenant, make_definition, make_tenant, struct
+from tests.images.helpers import download, upload
 from tests.integration.stack import Forwarder
-from tests.support import ADMIN_KEY, SERVICE_TOKEN, Clients, Stub
+from tests.support import ADMIN_KEY, SERVICE_TOKEN, Clients, Stub, wait_until
 from vector_service.server import create_server as create_vector_server
 from vector_service.settings import VectorSettings
 
@@ -38,17 +38,6 @@ from vector_service.settings import VectorSettings
 def backend() -> str:
     """SQLite unless a test says otherwise (tests/backup/test_postgres.py)."""
     return "sqlite"
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -226,20 +215,18 @@ class Site:
         return self.tenant.client.stub(images_pb2_grpc.ImageServiceStub)
 
     def upload(self, data: bytes, filename: str) -> images_pb2.Image:
-        def messages() -> Iterator[images_pb2.UploadImageRequest]:
-            yield images_pb2.UploadImageRequest(
-                environment_id=self.tenant.env_id, filename=filename, alt_text=filename
-            )
-            yield images_pb2.UploadImageRequest(chunk=data)
-
-        image: images_pb2.Image = self.images.UploadImage(messages())
-        return image
+        return upload(
+            self.images,
+            self.tenant.env_id,
+            data,
+            filename=filename,
+            mime_type="",
+            alt_text=filename,
+            chunk=len(data),
+        )
 
     def download(self, image_id: str, variant: tuple[int, str] | None = None) -> bytes:
-        request = images_pb2.DownloadImageRequest(id=image_id)
-        if variant is not None:
-            request.variant.width, request.variant.format = variant
-        return b"".join(r.chunk for r in self.images.DownloadImage(request))
+        return download(self.images, image_id, variant)[1]
 
 
 def make_site(stack: LiveStack, name: str = "acme") -> Site:

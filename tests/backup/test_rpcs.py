@@ -18,8 +18,8 @@ from loom.vector.v1 import backup_pb2_grpc as vector_backup_grpc
 from loom_backup.backup import create_backup
 from loom_backup.errors import BackupError
 from loom_backup.progress import Printer
-from tests.backup.conftest import LiveStack, make_site, quiet, wait_until
-from tests.support import SERVICE_TOKEN, Stub, raises_status
+from tests.backup.conftest import LiveStack, make_site, quiet
+from tests.support import SERVICE_TOKEN, Stub, raises_status, wait_until
 from tests.worker import images
 
 

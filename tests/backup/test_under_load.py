@@ -16,8 +16,8 @@ from loom.content.v1 import images_pb2, pages_pb2
 from loom_backup.backup import create_backup
 from loom_backup.reconcile import level
 from loom_backup.restore import restore
-from tests.backup.conftest import LiveStack, make_site, quiet, search_pages, site_on, wait_until
-from tests.support import SERVICE_TOKEN
+from tests.backup.conftest import LiveStack, make_site, quiet, search_pages, site_on
+from tests.support import SERVICE_TOKEN, wait_until
 from tests.worker import images
 
 WRITERS = 4

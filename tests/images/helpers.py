@@ -89,6 +89,15 @@ def claim(jobs: Stub, wait: float = 0.0, **kwargs: Any) -> images_pb2.ClaimImage
     return response
 
 
+def fail(jobs: Stub, job: images_pb2.ImageJob, reason: str, *, retryable: bool) -> images_pb2.Image:
+    result: images_pb2.Image = jobs.FailImageJob(
+        images_pb2.FailImageJobRequest(
+            image_id=job.image_id, lease_token=job.lease_token, reason=reason, retryable=retryable
+        )
+    )
+    return result
+
+
 def upload_variant(
     jobs: Stub, job: images_pb2.ImageJob, data: bytes, width: int, height: int, fmt: str
 ) -> images_pb2.ImageVariant:

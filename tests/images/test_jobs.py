@@ -7,17 +7,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from google.protobuf import struct_pb2
 from loom.content.v1 import images_pb2, images_pb2_grpc
 from sqlalchemy import update
 
 from content_service.db.models import Image as ImageRow
 from tests.conftest import ContentServer
-from tests.content.flows import make_tenant
+from tests.content.flows import make_tenant, struct
 from tests.images.conftest import ServerFactory
 from tests.images.helpers import (
     claim,
     download,
+    fail,
     images_stub,
     jobs_stub,
     media_files,
@@ -29,12 +29,6 @@ from tests.images.helpers import (
 from tests.support import SERVICE_TOKEN, raises_status
 
 Image = images_pb2.Image
-
-
-def metadata(value: dict[str, object]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(value)
-    return out
 
 
 def expire_leases(server: ContentServer) -> None:
@@ -112,7 +106,7 @@ def test_claim_extend_variants_complete(content_server: ContentServer) -> None:
             lease_token=job.lease_token,
             width=120,
             height=80,
-            metadata=metadata({"format": "PNG", "colours": ["#c81e1e"], "blurhash": "L00"}),
+            metadata=struct({"format": "PNG", "colours": ["#c81e1e"], "blurhash": "L00"}),
             variants=[
                 images_pb2.ImageVariantKey(width=60, format="webp"),
                 images_pb2.ImageVariantKey(width=30, format="avif"),
@@ -219,11 +213,7 @@ def test_expired_lease_is_taken_over_and_the_old_token_is_fenced(
                 image_id=old.image_id, lease_token=old.lease_token, width=50, height=50
             )
         ),
-        "fail": lambda: jobs.FailImageJob(
-            images_pb2.FailImageJobRequest(
-                image_id=old.image_id, lease_token=old.lease_token, reason="x", retryable=False
-            )
-        ),
+        "fail": lambda: fail(jobs, old, "x", retryable=False),
     }
     for name, call in calls.items():
         with raises_status(grpc.StatusCode.FAILED_PRECONDITION) as err:
@@ -267,14 +257,7 @@ def test_retryable_failures_stop_at_max_attempts(server_factory: ServerFactory) 
     image = upload(images, t.env_id, picture())
 
     first = claim(jobs).job
-    back = jobs.FailImageJob(
-        images_pb2.FailImageJobRequest(
-            image_id=first.image_id,
-            lease_token=first.lease_token,
-            reason="vector_service unavailable",
-            retryable=True,
-        )
-    )
+    back = fail(jobs, first, "vector_service unavailable", retryable=True)
     assert (back.state, back.attempts, back.error) == (
         Image.STATE_PENDING,
         1,
@@ -282,14 +265,7 @@ def test_retryable_failures_stop_at_max_attempts(server_factory: ServerFactory) 
     )
     second = claim(jobs).job
     assert (second.attempt, second.previous_error) == (2, "vector_service unavailable")
-    final = jobs.FailImageJob(
-        images_pb2.FailImageJobRequest(
-            image_id=second.image_id,
-            lease_token=second.lease_token,
-            reason="vector_service unavailable again",
-            retryable=True,
-        )
-    )
+    final = fail(jobs, second, "vector_service unavailable again", retryable=True)
     assert final.state == Image.STATE_FAILED
     assert final.attempts == 2
     assert "vector_service unavailable again" in final.error
@@ -326,14 +302,7 @@ def test_a_non_retryable_failure_ends_at_once(content_server: ContentServer) -> 
             images_pb2.FailImageJobRequest(image_id=job.image_id, lease_token=job.lease_token)
         )
     assert err["fields"] == ["reason"]
-    failed = jobs.FailImageJob(
-        images_pb2.FailImageJobRequest(
-            image_id=job.image_id,
-            lease_token=job.lease_token,
-            reason="the file is truncated",
-            retryable=False,
-        )
-    )
+    failed = fail(jobs, job, "the file is truncated", retryable=False)
     assert (failed.state, failed.attempts, failed.error) == (
         Image.STATE_FAILED,
         1,

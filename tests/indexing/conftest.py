@@ -3,12 +3,10 @@ embedder, counted), both on loopback, over a real SQLite file or PostgreSQL data
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -19,7 +17,7 @@ from content_service.db.engine import Database
 from content_service.server import create_server
 from tests.conftest import ContentServer, content_settings
 from tests.content.flows import Tenant, make_definition, make_tenant
-from tests.support import Stub
+from tests.support import Stub, wait_until
 from tests.vector.conftest import (
     CountingEmbedder,
     VectorServer,
@@ -34,17 +32,6 @@ COLLECTION = {
     "posts": vector_pb2.COLLECTION_POSTS,
     "images": vector_pb2.COLLECTION_IMAGES,
 }
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -11,7 +11,8 @@ from loom.vector.v1 import vector_pb2
 from content_service.db.engine import Database
 from tests.content.flows import Tenant, make_page
 from tests.content.flows_more import make_post
-from tests.indexing.conftest import Stack, start_content, wait_until
+from tests.indexing.conftest import Stack, start_content
+from tests.support import wait_until
 
 
 def test_writes_succeed_while_vector_service_is_down_and_the_index_catches_up(

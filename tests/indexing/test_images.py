@@ -13,8 +13,9 @@ from loom.vector.v1 import vector_pb2
 from image_worker.settings import WorkerSettings
 from image_worker.worker import Worker
 from tests.content.flows import Tenant
-from tests.indexing.conftest import Stack, wait_until
-from tests.support import SERVICE_TOKEN
+from tests.images.helpers import upload
+from tests.indexing.conftest import Stack
+from tests.support import SERVICE_TOKEN, wait_until
 from tests.worker import images
 from tests.worker.test_worker_vision import VisionServer, vision_server
 
@@ -43,16 +44,11 @@ def worker(stack: Stack, tmp_path: Path, vision_server: VisionServer) -> Iterato
 
 
 def _upload(t: Tenant, name: str, width: int, alt_text: str = "") -> images_pb2.Image:
-    def messages() -> Iterator[images_pb2.UploadImageRequest]:
-        yield images_pb2.UploadImageRequest(
-            environment_id=t.env_id, filename=name, alt_text=alt_text
-        )
-        yield images_pb2.UploadImageRequest(chunk=images.photo_jpeg(width, 90))
-
-    uploaded: images_pb2.Image = t.client.stub(images_pb2_grpc.ImageServiceStub).UploadImage(
-        messages()
+    data = images.photo_jpeg(width, 90)
+    stub = t.client.stub(images_pb2_grpc.ImageServiceStub)
+    return upload(
+        stub, t.env_id, data, filename=name, mime_type="", alt_text=alt_text, chunk=len(data)
     )
-    return uploaded
 
 
 def _completed(t: Tenant, image_ids: Sequence[str]) -> bool:

@@ -10,9 +10,11 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2, struct_pb2
+from google.protobuf import field_mask_pb2
 from loom.content.v1 import common_pb2, pages_pb2, tenancy_pb2
 
+from tests.content.flows import struct
+from tests.images.helpers import upload_requests
 from tests.integration.stack import StackInfo
 from tests.support import Clients, errors_of
 
@@ -22,12 +24,6 @@ HERO = {
     "required": ["title"],
 }
 PRICING_TEXT = "Transparent pricing: the starter plan costs nine euros a month, billed yearly."
-
-
-def struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(value)
-    return out
 
 
 @dataclass
@@ -453,7 +449,7 @@ def upload_image(
     """Uploads a generated PNG in chunks (UploadImage is client-streaming)."""
     import io
 
-    from loom.content.v1 import images_pb2, images_pb2_grpc
+    from loom.content.v1 import images_pb2_grpc
     from PIL import Image
 
     picture = Image.new("RGB", (width, height))
@@ -464,19 +460,17 @@ def upload_image(
     picture.save(buffer, format="PNG")
     data = buffer.getvalue()
 
-    def messages() -> Any:
-        yield images_pb2.UploadImageRequest(
-            environment_id=t.env.id,
-            filename=f"photo-{uuid.uuid4().hex[:6]}.png",
-            mime_type="image/png",
-            alt_text=alt_text,
-        )
-        for start in range(0, len(data), 16 * 1024):
-            yield images_pb2.UploadImageRequest(chunk=data[start : start + 16 * 1024])
-
+    messages = upload_requests(
+        t.env.id,
+        data,
+        filename=f"photo-{uuid.uuid4().hex[:6]}.png",
+        mime_type="image/png",
+        alt_text=alt_text,
+        chunk=16 * 1024,
+    )
     stub = t.client.stub(images_pb2_grpc.ImageServiceStub)
     try:
-        return stub.UploadImage(messages())
+        return stub.UploadImage(messages)
     except grpc.RpcError as exc:
         if allow_missing and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
             return None

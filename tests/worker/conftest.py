@@ -22,6 +22,7 @@ from image_worker.worker import Worker
 from servicekit.server import Running
 from tests.conftest import ContentServer, content_settings
 from tests.content.flows import Tenant, make_tenant
+from tests.images.helpers import download, upload
 from tests.support import SERVICE_TOKEN, Stub
 from vector_service.server import create_server as create_vector_server
 from vector_service.settings import VectorSettings
@@ -124,18 +125,15 @@ class Stack:
         alt_text: str = "",
         environment_id: str | None = None,
     ) -> images_pb2.Image:
-        def messages() -> Iterator[images_pb2.UploadImageRequest]:
-            yield images_pb2.UploadImageRequest(
-                environment_id=environment_id or self.tenant.env_id,
-                filename=filename,
-                mime_type=mime_type,
-                alt_text=alt_text,
-            )
-            for start in range(0, len(data), 1024 * 1024):
-                yield images_pb2.UploadImageRequest(chunk=data[start : start + 1024 * 1024])
-
-        result: images_pb2.Image = self.images.UploadImage(messages())
-        return result
+        return upload(
+            self.images,
+            environment_id or self.tenant.env_id,
+            data,
+            filename=filename,
+            mime_type=mime_type,
+            alt_text=alt_text,
+            chunk=1024 * 1024,
+        )
 
     def get(self, image_id: str) -> images_pb2.Image:
         result: images_pb2.Image = self.images.GetImage(images_pb2.GetImageRequest(id=image_id))
@@ -161,10 +159,7 @@ class Stack:
             time.sleep(0.05)
 
     def download(self, image_id: str, variant: tuple[int, str] | None = None) -> bytes:
-        request = images_pb2.DownloadImageRequest(id=image_id)
-        if variant is not None:
-            request.variant.width, request.variant.format = variant
-        return b"".join(r.chunk for r in self.images.DownloadImage(request))
+        return download(self.images, image_id, variant)[1]
 
     def search(
         self, text: str, mode: vector_pb2.SearchMode.ValueType = vector_pb2.SEARCH_MODE_FULL_TEXT
