@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from servicekit.errors import invalid
@@ -58,7 +59,12 @@ def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    """Compact JSON with sorted keys, as stored. orjson writes it ~15x faster than json (six
+    times per page written); json takes the integers beyond 64 bits that orjson refuses."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
 def loads_object(text: str) -> dict[str, Any]:

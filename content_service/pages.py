@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from jsonschema import Draft202012Validator
 from sqlalchemy import (
     Connection,
     Row,
@@ -207,12 +206,11 @@ def _definitions(
 
 class _SectionRules:
     """The rules for a page's sections: at most MAX_SECTIONS_PER_PAGE, each of a definition
-    of this environment, content (or the definition's default) valid for its schema. One JSON
-    Schema validator per definition, however many pages are checked."""
+    of this environment, content (or the definition's default) valid for its schema
+    (validation.validator_for: one validator per schema text and process)."""
 
     def __init__(self, definitions: dict[str, SectionDefinition]) -> None:
         self.definitions = definitions
-        self.validators: dict[str, Draft202012Validator] = {}
 
     def check(self, sections: list[SectionInput]) -> list[tuple[SectionDefinition, dict[str, Any]]]:
         if len(sections) > MAX_SECTIONS_PER_PAGE:
@@ -230,12 +228,7 @@ class _SectionRules:
                 if section.content is not None
                 else json.loads(definition.default_content)
             )
-            validator = self.validators.get(definition.id)
-            if validator is None:
-                validator = self.validators[definition.id] = Draft202012Validator(
-                    json.loads(definition.schema),
-                    format_checker=Draft202012Validator.FORMAT_CHECKER,
-                )
+            validator = validation.validator_for(definition.schema)
             validation.content(validator, content, f"{section.field}.content")
             out.append((definition, content))
         return out
@@ -266,6 +259,7 @@ class CreatedPage:
 
     page: Page
     sections: list[tuple[str, SectionDefinition, dict[str, Any], int]]
+    replayed: bool = False  # found by its request_id: made by an earlier call
 
 
 def _no_prefix(_index: int) -> str:
@@ -394,6 +388,7 @@ def create_pages(
             out[i] = CreatedPage(
                 view.page,
                 [(e.id, d, loads_object(e.content), p) for e, d, p in view.sections],
+                replayed=True,
             )
     return [c for c in out if c is not None]
 
@@ -685,10 +680,7 @@ def update_section(
     assert entry is not None
     definition = session.get(SectionDefinition, entry.definition_id)
     assert definition is not None
-    validator = Draft202012Validator(
-        json.loads(definition.schema), format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
-    validation.content(validator, content, "content")
+    validation.content(validation.validator_for(definition.schema), content, "content")
     entry.content = dumps(content)
     entry.updated_at = now()
     _touch(page)

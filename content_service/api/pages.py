@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, struct_pb2
 from loom.content.v1 import pages_pb2, pages_pb2_grpc
 
 from content_service import pages
@@ -38,14 +38,21 @@ def definition_proto(row: models.SectionDefinition) -> pages_pb2.SectionDefiniti
     )
 
 
-def page_proto(row: models.Page, sections: list[pages_pb2.Section] | None = None) -> pages_pb2.Page:
+def page_proto(
+    row: models.Page,
+    sections: list[pages_pb2.Section] | None = None,
+    metadata: struct_pb2.Struct | None = None,
+) -> pages_pb2.Page:
+    """`metadata`: the page's metadata when the caller already holds it as a Struct."""
     return pages_pb2.Page(
         id=row.id,
         environment_id=row.environment_id,
         slug=row.slug,
         title=row.title,
         status=STATUS_FROM_DB[row.status],
-        metadata=dict_to_struct(loads_object(row.metadata_json)),
+        metadata=metadata
+        if metadata is not None
+        else dict_to_struct(loads_object(row.metadata_json)),
         sections=sections or [],
         create_time=ts(row.created_at),
         update_time=ts(row.updated_at),
@@ -69,10 +76,20 @@ def view_proto(view: pages.PageView) -> pages_pb2.Page:
     )
 
 
-def created_proto(created: pages.CreatedPage) -> pages_pb2.Page:
-    """A page create_pages returned, the same message GetPage gives for it afterwards."""
-    page = page_proto(created.page)
-    for entry_id, definition, content, position in created.sections:
+def created_proto(created: pages.CreatedPage, sent: pages_pb2.Page | None = None) -> pages_pb2.Page:
+    """A page create_pages returned, the same message GetPage gives for it afterwards. `sent`,
+    the request's page, lends its metadata and section contents as they came when this call
+    created the page: a Struct survives storage unchanged, and copying one costs a fraction of
+    rebuilding it from a dict."""
+    if sent is None or created.replayed:
+        page = page_proto(created.page)
+        given: list[pages_pb2.Section | None] = [None] * len(created.sections)
+    else:
+        page = page_proto(created.page, metadata=sent.metadata)
+        given = list(sent.sections)
+    for (entry_id, definition, content, position), section_sent in zip(
+        created.sections, given, strict=True
+    ):
         section = page.sections.add(
             id=entry_id,
             definition_id=definition.id,
@@ -80,7 +97,10 @@ def created_proto(created: pages.CreatedPage) -> pages_pb2.Page:
             position=position,
         )
         section.content.SetInParent()  # present even when empty, as from stored JSON
-        section.content.update(content)
+        if section_sent is not None and section_sent.HasField("content"):
+            section.content.CopyFrom(section_sent.content)
+        else:
+            section.content.update(content)
     return page
 
 
@@ -204,7 +224,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         item = _new_page(request)
         with self.db.write() as s:
             created = pages.create_pages(s, current_principal(), request.environment_id, [item])
-            return created_proto(created[0])
+        return created_proto(created[0], request.page)
 
     def BatchCreatePages(
         self, request: pages_pb2.BatchCreatePagesRequest, context: grpc.ServicerContext
@@ -227,7 +247,10 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
             created = pages.create_pages(
                 s, current_principal(), request.environment_id, items, _batch_item
             )
-            return pages_pb2.BatchCreatePagesResponse(pages=[created_proto(c) for c in created])
+        # Built after the commit: the write lock is not held while the response is made.
+        return pages_pb2.BatchCreatePagesResponse(
+            pages=[created_proto(c, r.page) for c, r in zip(created, request.requests, strict=True)]
+        )
 
     def GetPage(
         self, request: pages_pb2.GetPageRequest, context: grpc.ServicerContext

@@ -237,3 +237,44 @@ def test_request_ids_make_a_retried_batch_return_the_same_pages(
     with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
         batch(t, item(hero.id, "x", request_id="same"), item(hero.id, "y", request_id="same"))
     assert err["fields"] == ["requests[1].request_id"]
+
+
+def test_created_pages_equal_what_getpage_returns_for_every_kind_of_value(
+    content_server: ContentServer,
+) -> None:
+    """The create responses reuse the request's Structs: whatever the values (whole and
+    fractional numbers, nesting, lists, nulls, empty objects, no metadata), the page a create
+    returns is the page GetPage returns afterwards."""
+    t = make_tenant(content_server.admin)
+    loose = make_definition(t, "loose", {"type": "object"})
+    odd = {
+        "title": "Números ✓",
+        "whole": 3,
+        "big": 1e300,
+        "fraction": 0.1,
+        "negative": -2.5,
+        "nested": {"list": [1, "two", None, True, {"deep": []}], "empty": {}},
+        "nothing": None,
+    }
+    items = [
+        item(loose.id, "odd", contents=[odd, {}, None], metadata=struct(odd)),
+        item(loose.id, "bare", contents=[]),
+        item(loose.id, "empty-meta", contents=[{}], metadata=struct({})),
+    ]
+    created = list(batch(t, *items).pages)
+    single = t.client.pages.CreatePage(
+        pages_pb2.CreatePageRequest(
+            environment_id=t.env_id,
+            page=pages_pb2.Page(
+                slug="single",
+                title="Single",
+                metadata=struct(odd),
+                sections=[pages_pb2.Section(definition_id=loose.id, content=struct(odd))],
+            ),
+        )
+    )
+    for page in [*created, single]:
+        assert t.client.pages.GetPage(pages_pb2.GetPageRequest(id=page.id)) == page
+    assert created[0].sections[0].content["nested"]["list"][4]["deep"] == []
+    assert created[0].sections[2].content["title"] == "Welcome"  # the default, not copied
+    assert created[1].HasField("metadata") and not created[1].metadata.fields
