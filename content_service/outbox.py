@@ -15,13 +15,26 @@ import threading
 from collections.abc import Iterable
 from enum import StrEnum
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from content_service.convert import now
+from content_service.db import bulk
 from content_service.db.models import Environment, IndexOutbox, Site
 
 OUTBOX: Table = IndexOutbox.__table__  # type: ignore[assignment]
+_INSERT = (
+    "team_id",
+    "site_id",
+    "environment_id",
+    "kind",
+    "source_id",
+    "op",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "created_at",
+)
 
 
 class Kind(StrEnum):
@@ -85,23 +98,15 @@ def enqueue_scoped(
     be gone (a reconcile's orphans)."""
     team_id, site_id, environment_id = scope
     ts = now()
-    rows = [
-        {
-            "team_id": team_id,
-            "site_id": site_id,
-            "environment_id": environment_id,
-            "kind": kind.value,
-            "source_id": source_id,
-            "op": op.value,
-            "attempts": 0,
-            "last_error": None,
-            "next_attempt_at": ts,
-            "created_at": ts,
-        }
-        for source_id in source_ids
-    ]
-    if rows:
-        session.execute(insert(OUTBOX), rows)
+    bulk.insert_rows(
+        session,
+        OUTBOX,
+        _INSERT,
+        [
+            (team_id, site_id, environment_id, kind.value, source_id, op.value, 0, None, ts, ts)
+            for source_id in source_ids
+        ],
+    )
 
 
 def environment_deleted(session: Session, environment_ids: Iterable[str]) -> None:

@@ -15,13 +15,14 @@ transaction, so whatever is searchable here is embedded there once the dispatche
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from content_service import outbox
 from content_service.convert import loads_object, now
+from content_service.db import bulk
 from content_service.db.models import Page, PageSection, Post, SearchDocument, SectionEntry
 
 PAGE = "page"
@@ -128,25 +129,39 @@ def index_page(session: Session, page: Page) -> None:
     outbox.enqueue(session, page.environment_id, outbox.Kind.PAGE, [page.id], outbox.Op.UPSERT)
 
 
-def index_new_pages(session: Session, pages: Sequence[tuple[Page, Sequence[Any]]]) -> None:
+class NewPage(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def environment_id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+
+
+_DOCUMENT_INSERT = ("environment_id", "kind", "page_id", "post_id", "title", "body", "updated_at")
+
+
+def index_new_pages(session: Session, pages: Sequence[tuple[NewPage, Sequence[Any]]]) -> None:
     """index_page for pages this transaction has just created, given their sections' contents
     in order: one multi-row insert and no lookups (a new page has no document yet). What bulk
     creation costs per page is mostly here, so it is done set-wise."""
     if not pages:
         return
     ts = now()
-    session.execute(
-        insert(DOCUMENTS),
+    bulk.insert_rows(
+        session,
+        DOCUMENTS,
+        _DOCUMENT_INSERT,
         [
-            {
-                "environment_id": page.environment_id,
-                "kind": PAGE,
-                "page_id": page.id,
-                "post_id": None,
-                "title": clean(page.title),
-                "body": clean(body_of(contents)),
-                "updated_at": ts,
-            }
+            (
+                page.environment_id,
+                PAGE,
+                page.id,
+                None,
+                clean(page.title),
+                clean(body_of(contents)),
+                ts,
+            )
             for page, contents in pages
         ],
     )

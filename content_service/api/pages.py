@@ -39,7 +39,7 @@ def definition_proto(row: models.SectionDefinition) -> pages_pb2.SectionDefiniti
 
 
 def page_proto(
-    row: models.Page,
+    row: pages.PageFields,
     sections: list[pages_pb2.Section] | None = None,
     metadata: struct_pb2.Struct | None = None,
 ) -> pages_pb2.Page:

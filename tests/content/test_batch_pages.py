@@ -277,4 +277,5 @@ def test_created_pages_equal_what_getpage_returns_for_every_kind_of_value(
         assert t.client.pages.GetPage(pages_pb2.GetPageRequest(id=page.id)) == page
     assert created[0].sections[0].content["nested"]["list"][4]["deep"] == []
     assert created[0].sections[2].content["title"] == "Welcome"  # the default, not copied
-    assert created[1].HasField("metadata") and not created[1].metadata.fields
+    assert created[1].HasField("metadata")
+    assert not created[1].metadata.fields
