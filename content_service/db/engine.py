@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,8 @@ class Database:
             # starts the moment the last commits; queued on the database lock instead, each
             # would sleep in SQLite's busy handler (1, 2, 5, 10... ms) while the lock sat free.
             # Other processes' writers still meet busy_timeout.
-            self._writers: AbstractContextManager[Any] = threading.RLock()
+            self._writers: threading.RLock | None = threading.RLock()
+            self._queue_timeout = options.busy_timeout_ms / 1000
             _configure_sqlite(self.read_engine, options, immediate=False)
         else:
             if parsed.drivername in ("postgresql", "postgres"):
@@ -115,7 +116,8 @@ class Database:
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
-            self._writers = nullcontext()  # PostgreSQL: row locks, writers run side by side
+            self._writers = None  # PostgreSQL: row locks, writers run side by side
+            self._queue_timeout = 0.0
 
     @property
     def dialect(self) -> str:
@@ -125,11 +127,23 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A session in one write transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
         with (
-            self._writers,
+            self._writer_turn(),
             Session(self.write_engine, expire_on_commit=False) as session,
             session.begin(),
         ):
             yield session
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        # Waits no longer than busy_timeout; past it, BEGIN IMMEDIATE meets SQLite's own
+        # timeout and fails as any busy database does (one error, mapped in one place).
+        queued = self._writers is not None and self._writers.acquire(timeout=self._queue_timeout)
+        try:
+            yield
+        finally:
+            if queued:
+                assert self._writers is not None
+                self._writers.release()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from content_service.db.engine import Database, UnsafeSqliteError, check_sqlite_version
+from content_service.db.engine import (
+    Database,
+    SqliteOptions,
+    UnsafeSqliteError,
+    check_sqlite_version,
+)
 from content_service.db.migrate import StaleSchemaError, downgrade, ensure_current, upgrade
 from content_service.server import create_server
 from tests.conftest import content_settings
@@ -46,6 +52,38 @@ def test_write_sessions_begin_immediate(tmp_path: Path) -> None:
         with pytest.raises(sqlite.OperationalError, match="locked"):
             other.execute("BEGIN IMMEDIATE")
         other.close()
+    db.dispose()
+
+
+def test_writers_of_one_process_take_turns_and_still_time_out(tmp_path: Path) -> None:
+    """Writers in one process queue on a lock before BEGIN IMMEDIATE; one stuck behind a
+    writer that outlasts busy_timeout still fails as a busy database does, and the next
+    writer after the long one commits goes through."""
+    from sqlalchemy.exc import OperationalError
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}", sqlite=SqliteOptions(busy_timeout_ms=200))
+    upgrade(db)
+    holding, release = threading.Event(), threading.Event()
+
+    def long_writer() -> None:
+        with db.write() as s:
+            s.execute(text("INSERT INTO teams (id, name, created_at) VALUES ('a', 'A', 0)"))
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=long_writer)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(OperationalError, match="locked"), db.write() as s:
+            s.execute(text("INSERT INTO teams (id, name, created_at) VALUES ('b', 'B', 0)"))
+    finally:
+        release.set()
+        thread.join(10)
+    with db.write() as s:
+        s.execute(text("INSERT INTO teams (id, name, created_at) VALUES ('c', 'C', 0)"))
+    with db.read() as s:
+        assert s.execute(text("SELECT id FROM teams ORDER BY id")).scalars().all() == ["a", "c"]
     db.dispose()
 
 
