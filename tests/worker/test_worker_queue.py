@@ -135,7 +135,9 @@ def test_stop_lets_an_in_flight_job_finish_within_the_grace_period(stack: Stack)
     stopper = threading.Thread(target=worker.stop, args=(20.0,))
     stopper.start()
     time.sleep(0.5)
-    assert stopper.is_alive()  # waiting for the job
+    # Waiting for the job. (This failed once in a loaded full run, cause unknown: the state
+    # and counters below say which way the job went if it recurs.)
+    assert stopper.is_alive(), (worker.stats, stack.get(uploaded.id))
 
     stack.vector.start()
     stopper.join(timeout=20)
