@@ -13,7 +13,6 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     Connection,
-    Row,
     Select,
     Table,
     bindparam,
@@ -36,6 +35,7 @@ from content_service.db.models import (
     SectionEntry,
     Site,
 )
+from content_service.db.raw import RawSelect
 from content_service.scope import EnvScope
 from servicekit.auth import Principal
 from servicekit.errors import (
@@ -508,10 +508,12 @@ def load_view(session: Session, page: Page) -> PageView:
 
 # GetPage and GetPageBySlug, the hot reads: ONE Core statement each (the page, the scope check
 # and the sections in order; one snapshot on both backends), built once with bind parameters,
-# so a call neither loads ORM objects nor rebuilds SQL. Measured: 4 ORM statements cost 570 us
-# a call, this one 70 us. The team filter is scope.visible_team's rule, as in scope.environment.
+# so a call neither loads ORM objects nor rebuilds SQL, run on the driver's cursor (db.raw).
+# Measured in-process: 4 ORM statements cost 570 us a call, one Core statement 70 us, the same
+# on the cursor ~30 us. The team filter is scope.visible_team's rule, as in scope.environment.
 _Select = TypeVar("_Select", bound=Select[*tuple[Any, ...]])
-ViewRows = Sequence[Row[*tuple[Any, ...]]]
+# Named tuples with VIEW_COLUMNS' names.
+ViewRows = Sequence[Any]
 VIEW_COLUMNS = (
     Page.id,
     Page.environment_id,
@@ -546,6 +548,7 @@ _BY_ID = _with_sections(
     .where(Page.id == bindparam("page_id"))
 )
 _BY_ID_OF_TEAM = _BY_ID.where(Site.team_id == bindparam("team_id"))
+_BY_ID_RAW, _BY_ID_OF_TEAM_RAW = RawSelect(_BY_ID), RawSelect(_BY_ID_OF_TEAM)
 # Environment first, page LEFT JOINed: no row = no such environment (for this caller), a row
 # without a page id = no such slug in it.
 _BY_SLUG = _with_sections(
@@ -556,6 +559,7 @@ _BY_SLUG = _with_sections(
     .where(Environment.id == bindparam("environment_id"))
 )
 _BY_SLUG_OF_TEAM = _BY_SLUG.where(Site.team_id == bindparam("team_id"))
+_BY_SLUG_RAW, _BY_SLUG_OF_TEAM_RAW = RawSelect(_BY_SLUG), RawSelect(_BY_SLUG_OF_TEAM)
 
 
 def get_page(conn: Connection, principal: Principal, page_id: str) -> ViewRows:
@@ -565,9 +569,9 @@ def get_page(conn: Connection, principal: Principal, page_id: str) -> ViewRows:
     scope.require_id(page_id, "id")
     team_id = scope.visible_team(principal)
     if team_id is None:
-        rows = conn.execute(_BY_ID, {"page_id": page_id}).all()
+        rows = _BY_ID_RAW.all(conn, {"page_id": page_id})
     else:
-        rows = conn.execute(_BY_ID_OF_TEAM, {"page_id": page_id, "team_id": team_id}).all()
+        rows = _BY_ID_OF_TEAM_RAW.all(conn, {"page_id": page_id, "team_id": team_id})
     if not rows:
         raise NotFound("page", page_id)
     return rows
@@ -581,9 +585,9 @@ def get_page_by_slug(
     team_id = scope.visible_team(principal)
     params = {"environment_id": environment_id, "slug": slug}
     if team_id is None:
-        rows = conn.execute(_BY_SLUG, params).all()
+        rows = _BY_SLUG_RAW.all(conn, params)
     else:
-        rows = conn.execute(_BY_SLUG_OF_TEAM, {**params, "team_id": team_id}).all()
+        rows = _BY_SLUG_OF_TEAM_RAW.all(conn, {**params, "team_id": team_id})
     if not rows:
         raise NotFound("environment", environment_id)
     if not slug:

