@@ -131,6 +131,10 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
         port=settings.port,
         workers=settings.workers,
     )
+    checkpointer = db.checkpointer()
+    if checkpointer is not None:
+        checkpointer.start()
+        running.on_stop.append(checkpointer.stop)
     if dispatcher is not None:
         dispatcher.start()
         running.on_stop.append(dispatcher.stop)

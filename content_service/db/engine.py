@@ -20,6 +20,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from content_service.db.checkpoint import BACKSTOP_PAGES, Checkpointer
+
 log = logging.getLogger(__name__)
 
 # The WAL-reset bug (a checkpoint racing a writer could corrupt the database) affects SQLite
@@ -73,6 +75,8 @@ def _configure_sqlite(engine: Engine, options: SqliteOptions, *, immediate: bool
         # Durable across application crashes in WAL mode; only an OS crash can lose the
         # last transactions, never corrupt the file.
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # A background thread checkpoints (db/checkpoint.py); a commit only past the backstop.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -92,9 +96,11 @@ class Database:
         if self.is_sqlite:
             module = sqlite_module()
             check_sqlite_version(module.sqlite_version_info, "wal")
+            self.sqlite_path: Path | None = None
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            options = sqlite or SqliteOptions()
+                self.sqlite_path = Path(parsed.database)
+                self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            options = self.sqlite_options = sqlite or SqliteOptions()
             url = str(parsed.set(drivername="sqlite+pysqlite"))
             common: dict[str, Any] = {"module": module, "pool_pre_ping": False}
             self.write_engine = create_engine(url, pool_size=4, max_overflow=4, **common)
@@ -116,6 +122,7 @@ class Database:
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
+            self.sqlite_path = None
             self._writers = None  # PostgreSQL: row locks, writers run side by side
             self._queue_timeout = 0.0
 
@@ -162,6 +169,16 @@ class Database:
                 yield conn
             finally:
                 conn.rollback()
+
+    def checkpointer(self) -> Checkpointer | None:
+        """The background WAL checkpointer for this database (SQLite files only), unstarted."""
+        if self.sqlite_path is None:
+            return None
+        return Checkpointer(
+            self.sqlite_path,
+            sqlite_module(),
+            busy_timeout_ms=self.sqlite_options.busy_timeout_ms,
+        )
 
     def dispose(self) -> None:
         self.write_engine.dispose()

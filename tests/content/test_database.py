@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from content_service.db.checkpoint import BACKSTOP_PAGES
 from content_service.db.engine import (
     Database,
     SqliteOptions,
@@ -17,6 +19,7 @@ from content_service.db.engine import (
 from content_service.db.migrate import StaleSchemaError, downgrade, ensure_current, upgrade
 from content_service.server import create_server
 from tests.conftest import content_settings
+from tests.support import ADMIN_KEY
 
 
 def test_sqlite_connections_use_wal_and_safe_settings(tmp_path: Path) -> None:
@@ -28,6 +31,8 @@ def test_sqlite_connections_use_wal_and_safe_settings(tmp_path: Path) -> None:
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
+            # Commits checkpoint only past the backstop; the server's thread does the rest.
+            assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == BACKSTOP_PAGES
             version = conn.execute(text("select sqlite_version()")).scalar()
             assert tuple(int(p) for p in str(version).split(".")) >= (3, 51, 3)
     # The file itself is in WAL mode, for any other process that opens it.
@@ -85,6 +90,45 @@ def test_writers_of_one_process_take_turns_and_still_time_out(tmp_path: Path) ->
     with db.read() as s:
         assert s.execute(text("SELECT id FROM teams ORDER BY id")).scalars().all() == ["a", "c"]
     db.dispose()
+
+
+def test_the_server_checkpoints_the_wal_in_the_background(tmp_path: Path) -> None:
+    """A write reaches the database file itself (not only the WAL) soon after it commits,
+    without a writer paying for the checkpoint: the server's checkpoint thread copies it."""
+    import grpc
+    import pysqlite3.dbapi2 as sqlite
+    from loom.content.v1 import tenancy_pb2
+
+    from tests.support import Clients
+
+    path = tmp_path / "content.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    running = create_server(content_settings(tmp_path, db.url), database=db)
+    running.server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+
+    def teams_in_the_file() -> list[str]:
+        # immutable=1 reads the database file alone, ignoring the WAL.
+        raw = sqlite.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return [row[0] for row in raw.execute("SELECT name FROM teams")]
+        except sqlite.OperationalError:  # not even the schema there yet
+            return []
+        finally:
+            raw.close()
+
+    try:
+        admin = Clients(channel, ADMIN_KEY)
+        admin.tenancy.CreateTeam(tenancy_pb2.CreateTeamRequest(team=tenancy_pb2.Team(name="wal")))
+        deadline = time.monotonic() + 10
+        while "wal" not in teams_in_the_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert teams_in_the_file() == ["wal"]
+    finally:
+        channel.close()
+        running.stop(0)
+        db.dispose()
 
 
 def test_affected_sqlite_versions_are_refused_in_wal_mode() -> None:
