@@ -368,7 +368,7 @@ def import_pages(client: Client, env_id: str, requests: list[pages_pb2.CreatePag
 
 
 def run_bulk_import(quick: bool) -> dict[str, Any]:
-    pages, rounds = (200, 1) if quick else (1000, 3)
+    pages, rounds = (200, 1) if quick else (2000, 5)
     api_rates: list[float] = []
     raw_rates: list[float] = []
     row_counts: dict[str, int] = {}
@@ -397,6 +397,9 @@ def run_bulk_import(quick: bool) -> dict[str, Any]:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
     ours, base = statistics.median(api_rates), statistics.median(raw_rates)
+    # Each round's two runs see the same database at the same moment: the median of the
+    # paired ratios is steadier on a shared machine than the ratio of the two medians.
+    ratios = [a / r for a, r in zip(api_rates, raw_rates, strict=True)]
     rows_per_page = sum(row_counts.values()) / pages
     return {
         "name": "bulk_import",
@@ -404,19 +407,21 @@ def run_bulk_import(quick: bool) -> dict[str, Any]:
         "ours": round(ours, 1),
         "baseline": round(base, 1),
         "unit": "pages/s",
-        "ratio": round(ours / base, 4),
+        "ratio": round(statistics.median(ratios), 4),
         "target": 0.4,
         "notes": (
             f"ours = BatchCreatePages over gRPC, {IMPORT_BATCH} pages a call (one transaction "
             f"each) from {IMPORT_THREADS} threads; baseline = the same {rows_per_page:.0f} rows "
             "per page ("
             + ", ".join(f"{t} {n}" for t, n in row_counts.items())
-            + f") by pysqlite3 executemany in ONE transaction; {pages} pages x {rounds} "
-            "round(s), medians"
+            + f") by pysqlite3 executemany in ONE transaction, its commit checkpointing the "
+            "WAL as SQLite does by default (the service checkpoints in a background thread); "
+            f"{pages} pages x {rounds} round(s); ratio = median of the rounds' ratios"
         ),
         "details": {
             "api_pages_per_s": [round(x, 1) for x in api_rates],
             "raw_pages_per_s": [round(x, 1) for x in raw_rates],
+            "ratios": [round(x, 3) for x in ratios],
             "rows_per_import": row_counts,
         },
     }
