@@ -18,9 +18,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from content_service.db.checkpoint import BACKSTOP_PAGES, Checkpointer
+from servicekit.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,14 @@ def _configure_sqlite(engine: Engine, options: SqliteOptions, *, immediate: bool
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _busy() -> Unavailable:
+    return Unavailable(
+        "the database is busy: another write held it longer than the busy timeout "
+        "(CONTENT_SQLITE_BUSY_TIMEOUT_MS); nothing was written, retry",
+        reason="DATABASE_BUSY",
+    )
+
+
 class Database:
     """Both engines of one database and the two kinds of session an RPC may open."""
 
@@ -132,25 +142,32 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A session in one write transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
-        with (
-            self._writer_turn(),
-            Session(self.write_engine, expire_on_commit=False) as session,
-            session.begin(),
-        ):
-            yield session
+        """A session in one write transaction (BEGIN IMMEDIATE on SQLite), committed on exit.
+        A SQLite database still locked by another writer after busy_timeout is UNAVAILABLE
+        (reason DATABASE_BUSY): retryable, and the data as it was."""
+        try:
+            with (
+                self._writer_turn(),
+                Session(self.write_engine, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
+        except OperationalError as exc:
+            if self.is_sqlite and "database is locked" in str(exc.orig):
+                raise _busy() from exc
+            raise
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
-        # Waits no longer than busy_timeout; past it, BEGIN IMMEDIATE meets SQLite's own
-        # timeout and fails as any busy database does (one error, mapped in one place).
-        queued = self._writers is not None and self._writers.acquire(timeout=self._queue_timeout)
+        if self._writers is None:
+            yield
+            return
+        if not self._writers.acquire(timeout=self._queue_timeout):
+            raise _busy()
         try:
             yield
         finally:
-            if queued:
-                assert self._writers is not None
-                self._writers.release()
+            self._writers.release()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
