@@ -6,6 +6,7 @@ from sqlalchemy import bindparam, select
 
 from content_service.db.engine import Database
 from content_service.db.models import ApiKey
+from content_service.db.raw import RawSelect
 from servicekit.auth import (
     UNAUTHENTICATED_MESSAGE,
     Principal,
@@ -16,8 +17,11 @@ from servicekit.auth import (
 from servicekit.errors import Unauthenticated
 
 _ADMIN = Principal(role=Role.ADMIN)
-_KEY_BY_HASH = select(ApiKey.id, ApiKey.team_id, ApiKey.revoked_at).where(
-    ApiKey.key_hash == bindparam("key_hash")
+# On the driver's cursor (db.raw): every call with a team key runs it.
+_KEY_BY_HASH = RawSelect(
+    select(ApiKey.id, ApiKey.team_id, ApiKey.revoked_at).where(
+        ApiKey.key_hash == bindparam("key_hash")
+    )
 )
 _SERVICE = Principal(role=Role.SERVICE)
 
@@ -35,9 +39,10 @@ class ContentAuthenticator:
             return _ADMIN
         if same_secret(secret, self._service_token):
             return _SERVICE
-        # Core select on the unique hash index: no ORM identity map on the hot path.
+        # One select on the unique hash index: no ORM identity map on the hot path.
         with self._db.read_statement() as conn:
-            row = conn.execute(_KEY_BY_HASH, {"key_hash": hash_secret(secret)}).first()
+            rows = _KEY_BY_HASH.all(conn, {"key_hash": hash_secret(secret)})
+        row = rows[0] if rows else None
         if row is None or row.revoked_at is not None:
             raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
         return Principal(role=Role.TEAM, team_id=row.team_id, key_id=row.id)
