@@ -5,14 +5,18 @@ Connection.execute spends most of a small read's time around the query: the comp
 lookup, the execution context, the CursorResult and a Row per row. Compiled once per dialect
 and run on the DBAPI cursor, a GetPage costs ~30 us in-process instead of ~90, and under 8
 concurrent callers about a third less server CPU. Only for statements whose parameters and
-columns need no type conversion (text, integers): no bind or result processors run."""
+columns need no type conversion (text, integers): no bind or result processors run.
+
+These statements bypass SQLAlchemy's engine events (before_cursor_execute and the tracing
+built on them); RawSelect.observers is their hook instead: each is called with the SQL and
+its parameters before the statement runs (tests/content/test_query_plans.py explains them)."""
 
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.exc import DBAPIError
@@ -26,6 +30,8 @@ class _Compiled:
 
 
 class RawSelect:
+    observers: ClassVar[list[Callable[[str, Any], None]]] = []
+
     def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
         self._statement = statement
         self._compiled: dict[str, _Compiled] = {}
@@ -42,6 +48,8 @@ class RawSelect:
             if compiled.positions is not None
             else dict(params)
         )
+        for observe in RawSelect.observers:
+            observe(compiled.sql, args)
         dbapi = dialect.loaded_dbapi
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:

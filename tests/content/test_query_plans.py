@@ -24,6 +24,7 @@ from loom.content.v1 import (
 )
 from sqlalchemy import event
 
+from content_service.db.raw import RawSelect
 from tests.conftest import ContentServer
 from tests.content.flows import make_definition, make_page, make_tenant, struct
 from tests.content.flows_more import chat, clone_stub, make_post, nav, posts, search, site_settings
@@ -45,12 +46,17 @@ def captured(server: ContentServer) -> Iterator[list[tuple[str, Any]]]:
         if statement.lstrip().upper().startswith(("SELECT", "WITH")):
             statements.append((statement, parameters))
 
+    def record_raw(statement: str, parameters: Any) -> None:
+        record(None, None, statement, parameters)
+
     engines = {server.db.read_engine, server.db.write_engine}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", record)
+    RawSelect.observers.append(record_raw)  # the hot reads on the driver's cursor
     try:
         yield statements
     finally:
+        RawSelect.observers.remove(record_raw)
         for engine in engines:
             event.remove(engine, "before_cursor_execute", record)
 
