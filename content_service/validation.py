@@ -121,7 +121,7 @@ def validator_for(schema_text: str) -> ContentValidator:
 
 # Draft 2020-12 keywords that jsonschema-rs and python-jsonschema implement alike (checked by
 # tests/content/test_validation_fast_path.py). Left out on purpose: "pattern" and
-# "patternProperties" (Python's re and Rust's regex disagree, e.g. on what \d matches),
+# "patternProperties" (Python's re and jsonschema-rs's Rust engine are different dialects),
 # "format" (python-jsonschema checks formats), "multipleOf" (float arithmetic differs),
 # "$id", "$anchor", "$dynamicRef" and remote "$ref" (resolution), "unevaluated*".
 _ANNOTATIONS = {
