@@ -26,14 +26,18 @@ def ts(seconds: int | None) -> timestamp_pb2.Timestamp | None:
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
     """The Struct as plain JSON values. Walked directly rather than through
     json_format.MessageToDict, which costs several times more (this runs for every section
-    of every page written). Raises ValueError for NaN or infinity, which JSON cannot hold."""
-    return {key: _plain(item) for key, item in value.fields.items()}
+    of every page written); strings, the common case, inline. Raises ValueError for NaN or
+    infinity, which JSON cannot hold."""
+    fields = value.fields
+    out: dict[str, Any] = {}
+    for key in fields:  # iterating the map itself: .items() goes through a Python-level view
+        item = fields[key]
+        kind = item.WhichOneof("kind")
+        out[key] = item.string_value if kind == "string_value" else _plain(item, kind)
+    return out
 
 
-def _plain(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
+def _plain(value: struct_pb2.Value, kind: str | None) -> Any:
     if kind == "number_value":
         number = value.number_value
         if not math.isfinite(number):
@@ -41,12 +45,14 @@ def _plain(value: struct_pb2.Value) -> Any:
         # Struct carries every number as a double; give back integers where the double is
         # whole, so JSON Schema "integer" and round-trips behave as a client expects.
         return int(number) if number.is_integer() else number
+    if kind == "string_value":
+        return value.string_value
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":
         return struct_to_dict(value.struct_value)
     if kind == "list_value":
-        return [_plain(item) for item in value.list_value.values]
+        return [_plain(item, item.WhichOneof("kind")) for item in value.list_value.values]
     if kind == "null_value":
         return None
     raise ValueError("a Value with no kind set")
