@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from loom.content.v1 import common_pb2, pages_pb2
 from sqlalchemy import func, select
 
@@ -273,7 +273,29 @@ def test_created_pages_equal_what_getpage_returns_for_every_kind_of_value(
             ),
         )
     )
-    for page in [*created, single]:
+    # Output-only fields a client sends, and fields this server does not know, are not echoed.
+    sent = pages_pb2.Page(
+        id="mine",
+        environment_id="elsewhere",
+        slug="nosy",
+        title="Nosy",
+        etag='W/"99"',
+        create_time=timestamp_pb2.Timestamp(seconds=5, nanos=7),
+        sections=[
+            pages_pb2.Section(
+                id="x", definition_id=loose.id, definition_name="y", position=9, content=struct({})
+            )
+        ],
+    )
+    unknown = pages_pb2.Page.FromString(sent.SerializeToString() + b"\x98\x06\x01")  # field 99
+    assert b"\x98\x06" in unknown.SerializeToString()  # kept, and sent on
+    nosy = batch(t, pages_pb2.CreatePageRequest(page=unknown)).pages[0]
+    assert (nosy.id, nosy.environment_id, nosy.etag) != ("mine", "elsewhere", 'W/"99"')
+    assert nosy.create_time.nanos == 0
+    assert (nosy.sections[0].id, nosy.sections[0].position) != ("x", 9)
+    assert nosy.sections[0].definition_name == "loose"
+    assert b"\x98\x06" not in nosy.SerializeToString()
+    for page in [*created, single, nosy]:
         assert t.client.pages.GetPage(pages_pb2.GetPageRequest(id=page.id)) == page
     assert created[0].sections[0].content["nested"]["list"][4]["deep"] == []
     assert created[0].sections[2].content["title"] == "Welcome"  # the default, not copied
