@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from content_service import outbox, scope, validation
 from content_service.convert import now
 from content_service.db.models import ApiKey, Environment, Site, Team
-from servicekit.auth import Principal, Role, hash_secret, new_secret, require_admin
+from servicekit.auth import Principal, hash_secret, new_secret, require_admin
 from servicekit.errors import AlreadyExists, NotFound, PermissionDenied
 from servicekit.ids import new_id
 from servicekit.pagination import PageRequest
@@ -89,10 +89,6 @@ def resolve_key(session: Session, secret: str) -> ApiKey | None:
     if key is None or key.revoked_at is not None:
         return None
     return key
-
-
-def principal_for_key(key: ApiKey) -> Principal:
-    return Principal(role=Role.TEAM, team_id=key.team_id, key_id=key.id)
 
 
 def create_site(session: Session, principal: Principal, team_id: str, name: str) -> Site:
