@@ -301,3 +301,50 @@ def test_created_pages_equal_what_getpage_returns_for_every_kind_of_value(
     assert created[0].sections[2].content["title"] == "Welcome"  # the default, not copied
     assert created[1].HasField("metadata")
     assert not created[1].metadata.fields
+
+
+def test_racing_batches_over_the_same_slugs_one_wins_whole_the_rest_write_nothing(
+    content_server: ContentServer,
+) -> None:
+    """Four batches at once, sharing ten slugs: on SQLite the writers queue and the check
+    before the insert refuses the later ones; on PostgreSQL they run side by side and the
+    unique index refuses all but the first to commit. Either way exactly one batch lands whole,
+    the others are ALREADY_EXISTS (never INTERNAL) and leave no page, section or document."""
+    import threading
+
+    t = make_tenant(content_server.admin)
+    hero = make_definition(t)
+    before = row_counts(content_server)
+    start = threading.Barrier(4)
+    outcomes: dict[int, Any] = {}
+
+    def race(k: int) -> None:
+        items = [item(hero.id, f"shared-{i}", title=f"batch {k}") for i in range(10)]
+        items += [item(hero.id, f"own-{k}-{i}", title=f"batch {k}") for i in range(40)]
+        start.wait()
+        try:
+            outcomes[k] = batch(t, *items)
+        except grpc.RpcError as exc:
+            outcomes[k] = exc
+
+    threads = [threading.Thread(target=race, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    won = [k for k, o in outcomes.items() if not isinstance(o, grpc.RpcError)]
+    assert len(won) == 1, outcomes
+    for k, outcome in outcomes.items():
+        if k != won[0]:
+            assert outcome.code() == grpc.StatusCode.ALREADY_EXISTS, outcome
+    listed = t.client.pages.ListPages(
+        pages_pb2.ListPagesRequest(environment_id=t.env_id, page_size=1000)
+    ).pages
+    assert len(listed) == 50
+    assert {p.title for p in listed} == {f"batch {won[0]}"}
+    after = row_counts(content_server)
+    assert after["pages"] - before["pages"] == 50
+    assert after["section_entries"] - before["section_entries"] == 50
+    assert after["search_documents"] - before["search_documents"] == 50
+    assert after["index_outbox"] - before["index_outbox"] == 50
