@@ -37,6 +37,7 @@ from bench.echo import (
     drive,
     median_cpu,
     median_rate,
+    paired_ratios,
     server_process,
 )
 
@@ -215,8 +216,7 @@ def run_get_page(quick: bool) -> dict[str, Any]:
         workers = server.info["workers"]
     ours_rate, base_rate = median_rate(ours), median_rate(base)
     ours_cpu, base_cpu = median_cpu(ours), median_cpu(base)
-    # Paired: each round's Echo and GetPage runs are back to back (see bulk_import).
-    ratios = [o.rate / b.rate for o, b in zip(ours, base, strict=True)]
+    ratios = paired_ratios([r.rate for r in ours], [r.rate for r in base])
     return {
         "name": "get_page",
         "title": f"GetPage (page + {SECTIONS_PER_PAGE} sections) vs Echo, same server",
@@ -409,9 +409,7 @@ def run_bulk_import(quick: bool) -> dict[str, Any]:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
     ours, base = statistics.median(api_rates), statistics.median(raw_rates)
-    # Each round's two runs see the same database at the same moment: the median of the
-    # paired ratios is steadier on a shared machine than the ratio of the two medians.
-    ratios = [a / r for a, r in zip(api_rates, raw_rates, strict=True)]
+    ratios = paired_ratios(api_rates, raw_rates)
     rows_per_page = sum(row_counts.values()) / pages
     return {
         "name": "bulk_import",

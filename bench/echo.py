@@ -192,3 +192,10 @@ def median_rate(runs: list[Run]) -> float:
 def median_cpu(runs: list[Run]) -> float | None:
     values = [r.cpu_us_per_call for r in runs if r.cpu_us_per_call is not None]
     return statistics.median(values) if values else None
+
+
+def paired_ratios(ours: list[float], base: list[float]) -> list[float]:
+    """Each round's ours / baseline. A round's two runs are back to back, so the median of
+    these is steadier on a shared machine than the ratio of the two medians when the load
+    drifts between rounds."""
+    return [o / b for o, b in zip(ours, base, strict=True)]

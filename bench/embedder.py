@@ -275,6 +275,10 @@ def run(quick: bool) -> dict[str, Any]:
     measured = sentences[: ours_timing.texts]
     tokens = token_counts(measured)
     flop = model_flop(tokens)
+    gflop_per_s = {
+        "ours": flop / 1e9 / ours_timing.seconds,
+        "baseline": flop / 1e9 / base_timing.seconds,
+    }
     cut = (
         f" (the first {len(measured)} of {len(sentences)}: the {budget:.0f} s budget ran out)"
         if len(measured) < len(sentences)
@@ -325,8 +329,8 @@ def run(quick: bool) -> dict[str, Any]:
             f"{baseline_note}; one pass, call by call alternating; CPU ms per sentence: ours "
             f"{ours_timing.cpu_ms_per_text:.1f}, baseline {base_timing.cpu_ms_per_text:.1f}; "
             f"model arithmetic ({flop / 1e9:.0f} GFLOP for these texts, padding not counted): "
-            f"ours {flop / 1e9 / ours_timing.seconds:.0f} GFLOP/s, baseline "
-            f"{flop / 1e9 / base_timing.seconds:.0f} GFLOP/s"
+            f"ours {gflop_per_s['ours']:.0f} GFLOP/s, baseline "
+            f"{gflop_per_s['baseline']:.0f} GFLOP/s"
             + (f"; thread limits {threads}" if threads else "; no BLAS thread limits set")
         ),
         "details": {
@@ -348,10 +352,7 @@ def run(quick: bool) -> dict[str, Any]:
             "ratio_by_call": [round(o / b, 3) for o, b in zip(ours_calls, base_calls, strict=True)],
             "min_cosine_vs_baseline": agreement,
             "gflop": round(flop / 1e9, 1),
-            "gflop_per_s": {
-                "ours": round(flop / 1e9 / ours_timing.seconds, 1),
-                "baseline": round(flop / 1e9 / base_timing.seconds, 1),
-            },
+            "gflop_per_s": {k: round(v, 1) for k, v in gflop_per_s.items()},
         },
     }
 

@@ -19,6 +19,7 @@ from bench.echo import (
     drive,
     median_cpu,
     median_rate,
+    paired_ratios,
     serve_echo_aio,
     serve_echo_sync,
     server_process,
@@ -61,9 +62,7 @@ def run(quick: bool) -> dict[str, Any]:
             sync_runs.append(drive(sync_call, calls, CLIENT_THREADS, sync_server.pid))
             aio_runs.append(drive(aio_call, calls, CLIENT_THREADS, aio_server.pid))
     sync_rate, aio_rate = median_rate(sync_runs), median_rate(aio_runs)
-    # A round's two runs are back to back: the median of paired ratios is steadier than the
-    # ratio of medians when the machine's load drifts between rounds.
-    ratios = [s.rate / a.rate for s, a in zip(sync_runs, aio_runs, strict=True)]
+    ratios = paired_ratios([r.rate for r in sync_runs], [r.rate for r in aio_runs])
     sync_cpu, aio_cpu = median_cpu(sync_runs), median_cpu(aio_runs)
     cpu_note = (
         f"server CPU per call: sync {sync_cpu:.0f} us, aio {aio_cpu:.0f} us "

@@ -15,12 +15,13 @@ import threading
 from collections.abc import Iterable
 from enum import StrEnum
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from content_service import scope
 from content_service.convert import now
 from content_service.db import bulk
-from content_service.db.models import Environment, IndexOutbox, Site
+from content_service.db.models import IndexOutbox
 
 OUTBOX: Table = IndexOutbox.__table__  # type: ignore[assignment]
 _INSERT = (
@@ -65,17 +66,15 @@ class _ScopeCache:
         found = self._scopes.get(environment_id)
         if found is not None:
             return found
-        row = session.execute(
-            select(Site.team_id, Site.id)
-            .join(Environment, Environment.site_id == Site.id)
-            .where(Environment.id == environment_id)
-        ).one()
-        scope = (str(row.team_id), str(row.id))
+        env = scope.lookup(session, environment_id)
+        if env is None:
+            raise LookupError(f"no environment {environment_id!r}")  # callers hold its row
+        found = (env.team_id, env.site_id)
         with self._lock:
             if len(self._scopes) >= self.MAX:
                 self._scopes.clear()
-            self._scopes[environment_id] = scope
-        return scope
+            self._scopes[environment_id] = found
+        return found
 
 
 _scopes = _ScopeCache()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -250,33 +251,10 @@ class NewPage:
     request_id: str
 
 
-class PageFields(Protocol):
-    """What a page's message is made from: an ORM Page, or a WrittenPage."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def environment_id(self) -> str: ...
-    @property
-    def slug(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def metadata_json(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def created_at(self) -> int: ...
-    @property
-    def updated_at(self) -> int: ...
-
-
 @dataclass(slots=True)
 class WrittenPage:
     """A page row create_pages inserted: a plain record, not an ORM object (building one per
-    page was a tenth of a bulk import's CPU)."""
+    page was a tenth of a bulk import's CPU). Fields in the table's column order."""
 
     id: str
     environment_id: str
@@ -289,34 +267,13 @@ class WrittenPage:
     created_at: int
     updated_at: int
 
-    def row(self) -> tuple[Any, ...]:
-        """Its values in _PAGE_INSERT's order."""
-        return (
-            self.id,
-            self.environment_id,
-            self.slug,
-            self.title,
-            self.status,
-            self.metadata_json,
-            self.version,
-            self.request_id,
-            self.created_at,
-            self.updated_at,
-        )
 
-
-_PAGE_INSERT = (
-    "id",
-    "environment_id",
-    "slug",
-    "title",
-    "status",
-    "metadata",
-    "version",
-    "request_id",
-    "created_at",
-    "updated_at",
-)
+_WRITTEN_FIELDS = tuple(f.name for f in fields(WrittenPage))
+# The insert's columns, and a WrittenPage's values in their order (one C call a row).
+_PAGE_INSERT = tuple("metadata" if name == "metadata_json" else name for name in _WRITTEN_FIELDS)
+_page_row = attrgetter(*_WRITTEN_FIELDS)
+# What a page's message is made from: an ORM Page (read back) or a WrittenPage.
+PageFields = Page | WrittenPage
 _ENTRY_INSERT = ("id", "environment_id", "definition_id", "content", "created_at", "updated_at")
 _LINK_INSERT = ("id", "page_id", "section_entry_id", "position")
 
@@ -429,7 +386,7 @@ def create_pages(
         out[i] = CreatedPage(page, [])
     if written:
         try:
-            bulk.insert_rows(session, PAGES, _PAGE_INSERT, [p.row() for p in written])
+            bulk.insert_rows(session, PAGES, _PAGE_INSERT, [_page_row(p) for p in written])
         except IntegrityError as exc:
             # Only a concurrent writer (PostgreSQL) gets past the check above.
             if len(checked) == 1:
@@ -439,8 +396,8 @@ def create_pages(
                 "environment"
             ) from exc
         entry_ids = _insert_sections(session, env, groups)
-        new_pages: list[tuple[PageFields, list[dict[str, Any]]]] = []
-        for (i, _, sections), ids in zip(checked, entry_ids, strict=True):
+        new_pages: list[tuple[WrittenPage, list[dict[str, Any]]]] = []
+        for page, (i, _, sections), ids in zip(written, checked, entry_ids, strict=True):
             created = out[i]
             assert created is not None
             created.sections = [
@@ -449,7 +406,7 @@ def create_pages(
                     zip(ids, sections, strict=True)
                 )
             ]
-            new_pages.append((created.page, [content for _, content in sections]))
+            new_pages.append((page, [content for _, content in sections]))
         search_index.index_new_pages(session, new_pages)
     for i, item in enumerate(items):
         if out[i] is None:

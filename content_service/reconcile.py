@@ -19,7 +19,6 @@ from content_service.db.engine import Database
 from content_service.db.models import Environment, Image, Page, Post, Site, Team
 from content_service.vector_client import VectorClient
 
-CHUNK = 500
 SAMPLE = 20
 
 
@@ -89,15 +88,15 @@ def _expected(session: Session, env: vd.Scope) -> dict[str, dict[str, Expected]]
     page_ids = list(
         session.scalars(select(Page.id).where(Page.environment_id == env.environment_id))
     )
-    for start in range(0, len(page_ids), CHUNK):
-        for docs in vd.page_documents(session, page_ids[start : start + CHUNK]).values():
+    for start in range(0, len(page_ids), vd.CHUNK):
+        for docs in vd.page_documents(session, page_ids[start : start + vd.CHUNK]).values():
             for d in docs:
                 out[d.collection][d.id] = Expected(d.sha256, d.source_id, d.scope)
     post_ids = list(
         session.scalars(select(Post.id).where(Post.environment_id == env.environment_id))
     )
-    for start in range(0, len(post_ids), CHUNK):
-        for d in vd.post_documents(session, post_ids[start : start + CHUNK]).values():
+    for start in range(0, len(post_ids), vd.CHUNK):
+        for d in vd.post_documents(session, post_ids[start : start + vd.CHUNK]).values():
             out[vd.POSTS][d.id] = Expected(d.sha256, d.source_id, d.scope)
     image_ids = list(
         session.scalars(
@@ -106,8 +105,8 @@ def _expected(session: Session, env: vd.Scope) -> dict[str, dict[str, Expected]]
             )
         )
     )
-    for start in range(0, len(image_ids), CHUNK):
-        for d in vd.image_documents(session, image_ids[start : start + CHUNK]).values():
+    for start in range(0, len(image_ids), vd.CHUNK):
+        for d in vd.image_documents(session, image_ids[start : start + vd.CHUNK]).values():
             out[vd.IMAGES][d.id] = Expected(d.sha256, d.source_id, d.scope)
     return out
 

@@ -15,7 +15,7 @@ transaction, so whatever is searchable here is embedded there once the dispatche
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -24,6 +24,9 @@ from content_service import outbox
 from content_service.convert import loads_object, now
 from content_service.db import bulk
 from content_service.db.models import Page, PageSection, Post, SearchDocument, SectionEntry
+
+if TYPE_CHECKING:  # pages imports this module
+    from content_service.pages import WrittenPage
 
 PAGE = "page"
 POST = "post"
@@ -129,19 +132,10 @@ def index_page(session: Session, page: Page) -> None:
     outbox.enqueue(session, page.environment_id, outbox.Kind.PAGE, [page.id], outbox.Op.UPSERT)
 
 
-class NewPage(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def environment_id(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-
-
 _DOCUMENT_INSERT = ("environment_id", "kind", "page_id", "post_id", "title", "body", "updated_at")
 
 
-def index_new_pages(session: Session, pages: Sequence[tuple[NewPage, Sequence[Any]]]) -> None:
+def index_new_pages(session: Session, pages: Sequence[tuple[WrittenPage, Sequence[Any]]]) -> None:
     """index_page for pages this transaction has just created, given their sections' contents
     in order: one multi-row insert and no lookups (a new page has no document yet). What bulk
     creation costs per page is mostly here, so it is done set-wise."""

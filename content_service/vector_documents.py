@@ -34,8 +34,8 @@ from servicekit.image_text import image_text
 
 # vector_service refuses longer texts; models read far less than this anyway.
 MAX_TEXT_CHARS = 100_000
-# Ids per `IN (...)` list.
-_CHUNK = 500
+# Ids per `IN (...)` list (here and in reconcile).
+CHUNK = 500
 
 PAGES = "pages"
 SECTIONS = "sections"
@@ -158,8 +158,8 @@ def existing_images(session: Session, image_ids: Iterable[str]) -> set[str]:
     """The ids among these of images that exist, in any state."""
     ids = sorted(set(image_ids))
     found: set[str] = set()
-    for start in range(0, len(ids), _CHUNK):
+    for start in range(0, len(ids), CHUNK):
         found.update(
-            session.scalars(select(Image.id).where(Image.id.in_(ids[start : start + _CHUNK])))
+            session.scalars(select(Image.id).where(Image.id.in_(ids[start : start + CHUNK])))
         )
     return found

@@ -147,16 +147,7 @@ def _report(report: LevelReport) -> int:
         f"now {describe(report.final)}"
     )
     if report.drift:
-        unrepairable = report.final.unrepairable_count
-        print(
-            f"drift remains: {report.drift}"
-            + (
-                f" ({unrepairable} image document(s) only the image worker can write)"
-                if unrepairable
-                else ""
-            ),
-            file=sys.stderr,
-        )
+        print(f"drift remains: {report.drift}", file=sys.stderr)
         return EXIT_DRIFT
     print("zero drift: the vector side is level with the content side")
     return 0

@@ -115,8 +115,7 @@ def level(channel: grpc.Channel, token: str, printer: Printer, timeout: float) -
             _wait_drained(stub, auth, printer, deadline)
             final = reconcile(repair=False)
             printer.line(f"reconcile (check): {describe(final)}")
-            done = final.drift_count == 0 or final.drift_count == final.unrepairable_count
-            if done or rounds == MAX_ROUNDS:
+            if final.drift_count == 0 or rounds == MAX_ROUNDS:
                 break
             # Changes that raced the comparison: repair what is left.
             rounds += 1
@@ -141,8 +140,9 @@ def restored_stack(
     from content_service.server import create_server as create_content_server
     from content_service.server import open_database
     from content_service.settings import ContentSettings
+    from servicekit.auth import service_token
     from vector_service.server import create_server as create_vector_server
-    from vector_service.server import loaded_embedder, service_token
+    from vector_service.server import loaded_embedder
     from vector_service.settings import VectorSettings
 
     local = {"data_dir": data_dir, "host": "127.0.0.1", "port": 0}
@@ -168,7 +168,10 @@ def restored_stack(
             content = create_content_server(content_settings, database=db)
             content.server.start()
             try:
-                yield f"127.0.0.1:{content.port}", service_token(vector_settings)
+                yield (
+                    f"127.0.0.1:{content.port}",
+                    service_token(vector_settings.service_token, vector_settings.data_dir),
+                )
             finally:
                 content.stop(grace=5)
         finally:

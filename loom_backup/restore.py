@@ -482,12 +482,11 @@ def restore(
             sync_filesystem(temp)
             _put_in_place(temp, data_dir)
             temp = None
+            printer.line(f"restored into {data_dir}")
     finally:
         source.close()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
-    if not verify_only:
-        printer.line(f"restored into {data_dir}")
     return RestoreOutcome(
         data_dir,
         manifest,

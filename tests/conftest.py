@@ -13,6 +13,7 @@ from content_service.server import create_server
 from content_service.settings import ContentSettings
 from servicekit.server import Running
 from tests.support import ADMIN_KEY, SERVICE_TOKEN, Clients, database_url, postgres_wanted
+from tests.worker.vision_stub import VisionServer, serving_vision
 
 
 def backends() -> list[str]:
@@ -80,3 +81,10 @@ def content_server(migrated_db: Database, tmp_path: Path) -> Iterator[ContentSer
     finally:
         channel.close()
         running.stop(grace=1)
+
+
+@pytest.fixture
+def vision_server() -> Iterator[VisionServer]:
+    """tests/worker/vision_stub.py: a local stand-in for the vision model's HTTP API."""
+    with serving_vision() as state:
+        yield state

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,11 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Polls `check` every 50 ms until it returns something truthy, and returns that."""
+def wait_until(
+    check: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05
+) -> Any:
+    """Polls `check` every `interval` seconds until it returns something truthy, and returns
+    that."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -70,7 +75,22 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
+
+
+@contextmanager
+def serving_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """An HTTP server on a free loopback port, in a thread, for as long as the block runs: the
+    stand-in for an external paid API (embeddings, vision) that tests talk to."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def errors_of(exc: grpc.RpcError) -> dict[str, Any]:

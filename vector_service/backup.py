@@ -388,8 +388,6 @@ class VectorBackupServicer(backup_pb2_grpc.VectorBackupServiceServicer):
 
 
 def backup_service(store: VectorStore) -> Service:
-    return Service(
-        backup_pb2.DESCRIPTOR.services_by_name["VectorBackupService"].full_name,
-        backup_pb2_grpc.add_VectorBackupServiceServicer_to_server,
-        VectorBackupServicer(store),
+    return Service.of(
+        backup_pb2, backup_pb2_grpc, "VectorBackupService", VectorBackupServicer(store)
     )

@@ -7,7 +7,7 @@ import logging
 
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
-from servicekit.auth import service_token as shared_service_token
+from servicekit.auth import service_token
 from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
 from vector_service.api import VectorServicer
@@ -19,10 +19,6 @@ from vector_service.settings import VectorSettings
 from vector_service.store import StoreOptions, VectorSpace, VectorStore
 
 log = logging.getLogger(__name__)
-
-
-def service_token(settings: VectorSettings) -> str:
-    return shared_service_token(settings.service_token, settings.data_dir)
 
 
 def loaded_embedder(settings: VectorSettings) -> Embedder:
@@ -52,7 +48,7 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
     Raises EmbeddingError for an embedder configuration the provider refuses."""
     model = embedder or create_embedder(settings.embedder_config())
     store = VectorStore(settings.database_uri, VectorSpace.of(model), store_options(settings))
-    token = service_token(settings)
+    token = service_token(settings.service_token, settings.data_dir)
     tenants = TenantKeyResolver(
         settings.content_address,
         token,
@@ -63,11 +59,7 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
     servicer = VectorServicer(store, Searcher(store, model, settings.embedder_config()), model)
     running = build_server(
         services=[
-            Service(
-                vector_pb2.DESCRIPTOR.services_by_name["VectorService"].full_name,
-                vector_pb2_grpc.add_VectorServiceServicer_to_server,
-                servicer,
-            ),
+            Service.of(vector_pb2, vector_pb2_grpc, "VectorService", servicer),
             backup_service(store),
         ],
         interceptors=[EdgeInterceptor(VectorAuthenticator(token, tenants))],

@@ -573,33 +573,19 @@ class VectorStore:
             targets = self._write_targets(state, space)
             primary = targets[0]
             existing = self._read_rows(
-                primary.table,
-                _in_list("id", [d.id for d in docs]),
-                [*STORED_COLUMNS, VECTOR_COLUMN],
+                primary.table, _in_list("id", [d.id for d in docs]), STORED_COLUMNS
             )
-            stored = {row["id"]: row for row in existing.drop_columns([VECTOR_COLUMN]).to_pylist()}
-            stored_vectors = dict(
-                zip(
-                    existing.column("id").to_pylist(),
-                    _vectors_of(existing.column(VECTOR_COLUMN), primary.space.dimensions),
-                    strict=True,
-                )
-            )
+            stored = {row["id"]: row for row in existing.to_pylist()}
             unchanged = created = updated = 0
             to_write: list[Document] = []
-            reuse: dict[str, NDArray[np.float32]] = {}
-            to_embed: dict[str, str] = {}  # sha -> text, each distinct text embedded once
+            texts: dict[str, str] = {}  # sha -> text, each distinct text looked up or embedded once
             for doc in docs:
                 row = stored.get(doc.id)
-                same_text = (
-                    row is not None
-                    and row["text_sha256"] == doc.sha256
-                    and row["model"] == primary.space.model
-                )
                 if row is None:
                     created += 1
                 elif (
-                    same_text
+                    row["text_sha256"] == doc.sha256
+                    and row["model"] == primary.space.model
                     and row["team_id"] == doc.team_id
                     and row["site_id"] == doc.site_id
                     and row["environment_id"] == doc.environment_id
@@ -610,19 +596,17 @@ class VectorStore:
                 else:
                     updated += 1
                 to_write.append(doc)
-                if same_text:
-                    reuse[doc.id] = stored_vectors[doc.id]  # new scope or source only
-                else:
-                    to_embed.setdefault(doc.sha256, doc.text)
+                texts.setdefault(doc.sha256, doc.text)
+            missing: list[str] = []
             if to_write:
-                by_sha = self._known_vectors(primary, to_embed)
-                shas = [s for s in to_embed if s not in by_sha]
-                if shas:
-                    fresh = embed(embedder, [to_embed[s] for s in shas])
-                    by_sha.update(zip(shas, fresh, strict=True))
-                vectors = np.stack(
-                    [reuse[d.id] if d.id in reuse else by_sha[d.sha256] for d in to_write]
-                )
+                # A document whose text did not change (new scope or source only) finds its
+                # own stored vector here, like any text held under another id.
+                by_sha = self._known_vectors(primary, texts)
+                missing = [sha for sha in texts if sha not in by_sha]
+                if missing:
+                    fresh = embed(embedder, [texts[sha] for sha in missing])
+                    by_sha.update(zip(missing, fresh, strict=True))
+                vectors = np.stack([by_sha[d.sha256] for d in to_write])
                 now = datetime.now(UTC)
                 for target in targets:
                     batch = _rows_table(target.table.schema, to_write, vectors, space.model, now)
@@ -633,18 +617,18 @@ class VectorStore:
                         .execute(batch)
                     )
                 self._note_writes(state, len(to_write))
-                return UpsertOutcome(created, updated, unchanged, len(shas), primary.space)
-            return UpsertOutcome(created, updated, unchanged, 0, primary.space)
+            return UpsertOutcome(created, updated, unchanged, len(missing), primary.space)
 
     def _known_vectors(
-        self, handle: TableHandle, texts: dict[str, str]
+        self, handle: TableHandle, shas: Iterable[str]
     ) -> dict[str, NDArray[np.float32]]:
         """Vectors the table already holds for these texts (by sha256, same model), under
         any id and in any tenant: a vector is a function of the text and the model alone, so
         a cloned environment or a section repeated across pages costs no model call."""
-        if not texts:
+        wanted = list(shas)
+        if not wanted:
             return {}
-        where = f"{_in_list('text_sha256', texts)} AND model = {quote(handle.space.model)}"
+        where = f"{_in_list('text_sha256', wanted)} AND model = {quote(handle.space.model)}"
         rows = self._read_rows(handle.table, where, ["text_sha256", VECTOR_COLUMN])
         vectors = _vectors_of(rows.column(VECTOR_COLUMN), handle.space.dimensions)
         return dict(zip(rows.column("text_sha256").to_pylist(), vectors, strict=True))

@@ -4,6 +4,8 @@ every error naming its item; and the faster GetPage path keeps the same tenant s
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -263,14 +265,13 @@ def test_created_pages_equal_what_getpage_returns_for_every_kind_of_value(
     ]
     created = list(batch(t, *items).pages)
     single = t.client.pages.CreatePage(
-        pages_pb2.CreatePageRequest(
-            environment_id=t.env_id,
-            page=pages_pb2.Page(
-                slug="single",
-                title="Single",
-                metadata=struct(odd),
-                sections=[pages_pb2.Section(definition_id=loose.id, content=struct(odd))],
-            ),
+        item(
+            loose.id,
+            "single",
+            title="Single",
+            contents=[odd],
+            env_id=t.env_id,
+            metadata=struct(odd),
         )
     )
     # Output-only fields a client sends, and fields this server does not know, are not echoed.
@@ -310,28 +311,22 @@ def test_racing_batches_over_the_same_slugs_one_wins_whole_the_rest_write_nothin
     before the insert refuses the later ones; on PostgreSQL they run side by side and the
     unique index refuses all but the first to commit. Either way exactly one batch lands whole,
     the others are ALREADY_EXISTS (never INTERNAL) and leave no page, section or document."""
-    import threading
-
     t = make_tenant(content_server.admin)
     hero = make_definition(t)
     before = row_counts(content_server)
     start = threading.Barrier(4)
-    outcomes: dict[int, Any] = {}
 
-    def race(k: int) -> None:
+    def race(k: int) -> Any:
         items = [item(hero.id, f"shared-{i}", title=f"batch {k}") for i in range(10)]
         items += [item(hero.id, f"own-{k}-{i}", title=f"batch {k}") for i in range(40)]
         start.wait()
         try:
-            outcomes[k] = batch(t, *items)
+            return batch(t, *items)
         except grpc.RpcError as exc:
-            outcomes[k] = exc
+            return exc
 
-    threads = [threading.Thread(target=race, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = dict(enumerate(pool.map(race, range(4))))
 
     won = [k for k, o in outcomes.items() if not isinstance(o, grpc.RpcError)]
     assert len(won) == 1, outcomes

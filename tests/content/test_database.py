@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,8 @@ from content_service.db.engine import (
 )
 from content_service.db.migrate import StaleSchemaError, downgrade, ensure_current, upgrade
 from content_service.server import create_server
-from tests.conftest import content_settings
-from tests.support import ADMIN_KEY
+from tests.conftest import ContentServer, content_settings
+from tests.support import wait_until
 
 
 def test_sqlite_connections_use_wal_and_safe_settings(tmp_path: Path) -> None:
@@ -62,8 +61,8 @@ def test_write_sessions_begin_immediate(tmp_path: Path) -> None:
 
 def test_writers_of_one_process_take_turns_and_still_time_out(tmp_path: Path) -> None:
     """Writers in one process queue on a lock before BEGIN IMMEDIATE; one stuck behind a
-    writer that outlasts busy_timeout fails UNAVAILABLE (retryable) after busy_timeout, not
-    later, and the next writer after the long one commits goes through."""
+    writer that outlasts busy_timeout fails UNAVAILABLE (retryable) instead of waiting on,
+    and the next writer after the long one commits goes through."""
     from servicekit.errors import Unavailable
 
     db = Database(f"sqlite:///{tmp_path / 'x.db'}", sqlite=SqliteOptions(busy_timeout_ms=200))
@@ -101,21 +100,14 @@ def test_writers_of_one_process_take_turns_and_still_time_out(tmp_path: Path) ->
     db.dispose()
 
 
-def test_the_server_checkpoints_the_wal_in_the_background(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite"])  # the content_server fixture, SQLite only
+def test_the_server_checkpoints_the_wal_in_the_background(content_server: ContentServer) -> None:
     """A write reaches the database file itself (not only the WAL) soon after it commits,
     without a writer paying for the checkpoint: the server's checkpoint thread copies it."""
-    import grpc
     import pysqlite3.dbapi2 as sqlite
     from loom.content.v1 import tenancy_pb2
 
-    from tests.support import Clients
-
-    path = tmp_path / "content.db"
-    db = Database(f"sqlite:///{path}")
-    upgrade(db)
-    running = create_server(content_settings(tmp_path, db.url), database=db)
-    running.server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    path = content_server.db.sqlite_path
 
     def teams_in_the_file() -> list[str]:
         # immutable=1 reads the database file alone, ignoring the WAL.
@@ -127,17 +119,11 @@ def test_the_server_checkpoints_the_wal_in_the_background(tmp_path: Path) -> Non
         finally:
             raw.close()
 
-    try:
-        admin = Clients(channel, ADMIN_KEY)
-        admin.tenancy.CreateTeam(tenancy_pb2.CreateTeamRequest(team=tenancy_pb2.Team(name="wal")))
-        deadline = time.monotonic() + 10
-        while "wal" not in teams_in_the_file() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert teams_in_the_file() == ["wal"]
-    finally:
-        channel.close()
-        running.stop(0)
-        db.dispose()
+    content_server.admin.tenancy.CreateTeam(
+        tenancy_pb2.CreateTeamRequest(team=tenancy_pb2.Team(name="wal"))
+    )
+    wait_until(lambda: "wal" in teams_in_the_file(), timeout=10, what="the checkpoint thread")
+    assert teams_in_the_file() == ["wal"]
 
 
 def test_affected_sqlite_versions_are_refused_in_wal_mode() -> None:

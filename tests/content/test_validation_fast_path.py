@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from content_service import validation
-from content_service.validation import ContentValidator
 from servicekit.errors import InvalidArgument
 
 SAME_IN_BOTH: list[dict[str, Any]] = [
@@ -77,7 +76,7 @@ def value(rng: random.Random, depth: int = 0) -> Any:
 
 @pytest.mark.parametrize("schema", SAME_IN_BOTH, ids=range(len(SAME_IN_BOTH)))
 def test_the_fast_path_agrees_with_python_jsonschema(schema: dict[str, Any]) -> None:
-    checker = ContentValidator(schema)
+    checker = validation.ContentValidator(schema)
     assert checker.fast is not None
     rng = random.Random(zlib.crc32(repr(schema).encode()))  # the same values every run
     values = [value(rng) for _ in range(400)]
@@ -92,7 +91,7 @@ def test_the_fast_path_agrees_with_python_jsonschema(schema: dict[str, Any]) -> 
 
 @pytest.mark.parametrize("schema", NOT_SAME, ids=range(len(NOT_SAME)))
 def test_schemas_with_other_keywords_get_no_fast_path(schema: dict[str, Any]) -> None:
-    assert ContentValidator(schema).fast is None
+    assert validation.ContentValidator(schema).fast is None
 
 
 def test_python_jsonschema_decides_when_the_fast_path_cannot_take_a_value() -> None:

@@ -7,19 +7,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from loom.content.v1 import images_pb2, images_pb2_grpc
+from loom.content.v1 import images_pb2
 from loom.vector.v1 import vector_pb2
 
 from image_worker.settings import WorkerSettings
 from image_worker.worker import Worker
 from tests.content.flows import Tenant
-from tests.images.helpers import upload
+from tests.images.helpers import images_stub, upload
 from tests.indexing.conftest import Stack
 from tests.support import SERVICE_TOKEN, wait_until
 from tests.worker import images
-from tests.worker.test_worker_vision import VisionServer, vision_server
-
-__all__ = ["vision_server"]  # the fixture, used by name below
+from tests.worker.vision_stub import VisionServer
 
 
 @pytest.fixture
@@ -45,20 +43,26 @@ def worker(stack: Stack, tmp_path: Path, vision_server: VisionServer) -> Iterato
 
 def _upload(t: Tenant, name: str, width: int, alt_text: str = "") -> images_pb2.Image:
     data = images.photo_jpeg(width, 90)
-    stub = t.client.stub(images_pb2_grpc.ImageServiceStub)
     return upload(
-        stub, t.env_id, data, filename=name, mime_type="", alt_text=alt_text, chunk=len(data)
+        images_stub(t.client),
+        t.env_id,
+        data,
+        filename=name,
+        mime_type="",
+        alt_text=alt_text,
+        chunk=len(data),
     )
 
 
 def _completed(t: Tenant, image_ids: Sequence[str]) -> bool:
-    stub = t.client.stub(images_pb2_grpc.ImageServiceStub)
+    stub = images_stub(t.client)
     states = [stub.GetImage(images_pb2.GetImageRequest(id=i)).state for i in image_ids]
     return all(s == images_pb2.Image.STATE_COMPLETED for s in states)
 
 
+@pytest.mark.usefixtures("worker")
 def test_content_rebuilds_the_workers_image_text_and_repairs_a_lost_document(
-    stack: Stack, tenant: Tenant, worker: Worker
+    stack: Stack, tenant: Tenant
 ) -> None:
     described = _upload(tenant, "gallery  wall.jpg", 160)  # alt text, caption, tags from vision
     named = _upload(tenant, "logo.jpg", 170, alt_text="Our logo")  # alt text given: kept
@@ -99,8 +103,6 @@ def test_content_rebuilds_the_workers_image_text_and_repairs_a_lost_document(
     assert "Minimalist art on a gallery wall." in texts[described.id]
     assert "tags: gallery, minimalism, red square" in texts[described.id]
 
-    tenant.client.stub(images_pb2_grpc.ImageServiceStub).DeleteImage(
-        images_pb2.DeleteImageRequest(id=named.id)
-    )
+    images_stub(tenant.client).DeleteImage(images_pb2.DeleteImageRequest(id=named.id))
     stack.drained()
     assert list(stack.documents(tenant, "images")) == [described.id]

@@ -16,7 +16,7 @@ from loom.content.v1 import common_pb2, pages_pb2, tenancy_pb2
 from tests.content.flows import struct
 from tests.images.helpers import upload_requests
 from tests.integration.stack import StackInfo
-from tests.support import Clients, errors_of
+from tests.support import Clients, errors_of, wait_until
 
 HERO = {
     "type": "object",
@@ -496,19 +496,6 @@ def hit_ids(results: list[Any]) -> set[str]:
     return {r.document.id for r in results} | {r.document.source_id for r in results}
 
 
-def wait_for(what: str, seconds: float, probe: Callable[[], Any]) -> Any:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while True:
-        answer = probe()
-        if answer:
-            return answer
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {seconds:.0f} s", pytrace=False)
-        time.sleep(0.5)
-
-
 @pytest.mark.needs_vector
 @pytest.mark.needs_indexing
 def test_semantic_search_finds_the_page_in_its_own_scope_only(
@@ -518,10 +505,7 @@ def test_semantic_search_finds_the_page_in_its_own_scope_only(
 
     collections = [vector_pb2.COLLECTION_PAGES, vector_pb2.COLLECTION_SECTIONS]
     question = "how much does the starter plan cost each month"
-    wait_for(
-        "the page was not found by semantic search (content_service's index outbox should "
-        "deliver it to vector_service)",
-        60,
+    wait_until(
         lambda: (
             acme.page.id
             in hit_ids(
@@ -535,6 +519,10 @@ def test_semantic_search_finds_the_page_in_its_own_scope_only(
                 )
             )
         ),
+        60,
+        "semantic search to find the page (content_service's index outbox delivers it to "
+        "vector_service)",
+        interval=0.5,
     )
     theirs = vector_search(vector_channel, globex.key.secret, question, collections)
     assert acme.page.id not in hit_ids(theirs)
@@ -597,7 +585,7 @@ def test_an_uploaded_image_is_processed_and_found_by_search(
         got = images.GetImage(images_pb2.GetImageRequest(id=image.id))
         return got if got.state in done_states else None
 
-    done = wait_for("image_worker did not finish the image", 60, finished)
+    done = wait_until(finished, 60, "image_worker to finish the image", interval=0.5)
     assert done.state == images_pb2.Image.STATE_COMPLETED, done.error
     assert (done.width, done.height) == (800, 600)
     assert done.variants, "a completed image has variants"
@@ -613,9 +601,7 @@ def test_an_uploaded_image_is_processed_and_found_by_search(
     )
     assert sum(len(c.chunk) for c in chunks) == variant.size_bytes
 
-    wait_for(
-        "the processed image was not found by semantic search",
-        30,
+    wait_until(
         lambda: (
             image.id
             in hit_ids(
@@ -627,6 +613,9 @@ def test_an_uploaded_image_is_processed_and_found_by_search(
                 )
             )
         ),
+        30,
+        "semantic search to find the processed image",
+        interval=0.5,
     )
     theirs = vector_search(
         vector_channel, globex.key.secret, "bicycle by a door", [vector_pb2.COLLECTION_IMAGES]

@@ -4,7 +4,6 @@ search modes, stats, optimize, maintenance, errors."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from loom.vector.v1 import vector_pb2
 
-from tests.support import raises_status
+from tests.support import raises_status, serving_http
 from tests.vector.conftest import (
     CountingEmbedder,
     VectorServer,
@@ -296,15 +295,8 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_openai() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_http(_FakeOpenAI) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.mark.parametrize(

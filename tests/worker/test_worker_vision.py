@@ -6,11 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from google.protobuf import json_format
@@ -19,73 +14,7 @@ from PIL import Image as PILImage
 from image_worker.vision import parse_answer
 from tests.worker import images
 from tests.worker.conftest import Image, Stack
-
-ANSWER = {
-    "alt_text": "A grey wall with a red square in one corner",
-    "caption": "Minimalist art on a gallery wall.",
-    "tags": ["Gallery", "minimalism", "red square", "gallery"],
-}
-
-
-@dataclass
-class VisionServer:
-    """POST /v1/chat/completions answering `reply` (a string for the message content, or an
-    int for an HTTP error status); records every request body."""
-
-    reply: str | int = json.dumps(ANSWER)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    base_url: str = ""
-
-
-def _handler(state: VisionServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.requests.append({"path": self.path, "body": json.loads(body)})
-            if isinstance(state.reply, int):
-                payload = json.dumps({"error": {"message": "model overloaded"}}).encode()
-                self.send_response(state.reply)
-            else:
-                payload = json.dumps(
-                    {
-                        "id": "chatcmpl-test",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": "test-vision",
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": state.reply},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                    }
-                ).encode()
-                self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def vision_server() -> Iterator[VisionServer]:
-    state = VisionServer()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+from tests.worker.vision_stub import ANSWER, VisionServer
 
 
 def test_vision_fills_missing_alt_text_and_adds_caption_and_tags(
