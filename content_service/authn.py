@@ -39,10 +39,19 @@ class ContentAuthenticator:
             return _ADMIN
         if same_secret(secret, self._service_token):
             return _SERVICE
-        # One select on the unique hash index: no ORM identity map on the hot path.
-        with self._db.read_statement() as conn:
-            rows = _KEY_BY_HASH.all(conn, {"key_hash": hash_secret(secret)})
-        row = rows[0] if rows else None
-        if row is None or row.revoked_at is not None:
+        principal = team_key(self._db, secret)
+        if principal is None:
             raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
-        return Principal(role=Role.TEAM, team_id=row.team_id, key_id=row.id)
+        return principal
+
+
+def team_key(db: Database, secret: str) -> Principal | None:
+    """The team principal of a live API key's secret; None for an unknown or revoked one
+    (alike). The one key lookup: every call's authentication and ResolveApiKey."""
+    # One select on the unique hash index: no ORM identity map on the hot path.
+    with db.read_statement() as conn:
+        rows = _KEY_BY_HASH.all(conn, {"key_hash": hash_secret(secret)})
+    row = rows[0] if rows else None
+    if row is None or row.revoked_at is not None:
+        return None
+    return Principal(role=Role.TEAM, team_id=row.team_id, key_id=row.id)

@@ -14,8 +14,8 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from content_service import scope, validation
-from content_service.convert import now
 from content_service.db.models import ChatSession, Message, Site
+from content_service.db.values import now
 from servicekit.auth import Principal
 from servicekit.errors import NotFound, invalid
 from servicekit.ids import new_id
@@ -44,7 +44,7 @@ def _session_in_scope(
     if chat is None:
         raise NotFound("session", session_id)
     team_id = session.scalar(select(Site.team_id).where(Site.id == chat.site_id))
-    if team_id is None or not scope.can_see_team(principal, team_id):
+    if team_id is None or not principal.can_see(team_id):
         raise NotFound("session", session_id)
     return chat
 

@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from content_service import scope, validation
-from content_service.convert import dumps, now
 from content_service.db.models import Navigation, Page
+from content_service.db.values import dumps, now
 from servicekit.auth import Principal
 from servicekit.errors import Aborted, FieldViolation, InvalidArgument, NotFound, invalid
 from servicekit.ids import new_id

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -25,8 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import outbox, scope, search_index, validation
-from content_service.convert import dumps, loads_object, now
+from content_service import indexing, scope, validation
 from content_service.db import bulk
 from content_service.db.models import (
     Environment,
@@ -37,6 +36,7 @@ from content_service.db.models import (
     Site,
 )
 from content_service.db.raw import RawSelect
+from content_service.db.values import dumps, now
 from content_service.scope import EnvScope
 from servicekit.auth import Principal
 from servicekit.errors import (
@@ -164,14 +164,6 @@ class SectionInput:
     field: str
 
 
-@dataclass
-class PageView:
-    """A page with its sections, loaded in the RPC's session and turned into a proto after."""
-
-    page: Page
-    sections: list[tuple[SectionEntry, SectionDefinition, int]] = field(default_factory=list)
-
-
 def _flush_unique(session: Session, message: str) -> None:
     try:
         session.flush()
@@ -272,20 +264,17 @@ _WRITTEN_FIELDS = tuple(f.name for f in fields(WrittenPage))
 # The insert's columns, and a WrittenPage's values in their order (one C call a row).
 _PAGE_INSERT = tuple("metadata" if name == "metadata_json" else name for name in _WRITTEN_FIELDS)
 _page_row = attrgetter(*_WRITTEN_FIELDS)
-# What a page's message is made from: an ORM Page (read back) or a WrittenPage.
-PageFields = Page | WrittenPage
 _ENTRY_INSERT = ("id", "environment_id", "definition_id", "content", "created_at", "updated_at")
 _LINK_INSERT = ("id", "page_id", "section_entry_id", "position")
 
 
 @dataclass
 class CreatedPage:
-    """A page create_pages wrote (or found by its request_id), with its sections in order as
-    (section entry id, definition, content, position)."""
+    """A page create_pages wrote, with its sections in order as (section entry id,
+    definition, content, position)."""
 
-    page: PageFields
+    page: WrittenPage
     sections: list[tuple[str, SectionDefinition, dict[str, Any], int]]
-    replayed: bool = False  # found by its request_id: made by an earlier call
 
 
 def _no_prefix(_index: int) -> str:
@@ -302,14 +291,14 @@ def create_pages(
     environment_id: str,
     items: Sequence[NewPage],
     where: Callable[[int], str] = _no_prefix,
-) -> list[CreatedPage]:
+) -> list[CreatedPage | ViewRows]:
     """Creates pages and their sections in the session's transaction: all of them, or (an
     error) none. CreatePage is the one-item case, so every rule lives here once; `where(i)`
     names item i in errors ("" for CreatePage, "requests[i]." for BatchCreatePages). An item
     whose request_id already made a page in this environment gets that page back (AIP-155).
 
     Written with one multi-row insert per table, search documents and outbox rows included
-    (search_index.index_new_pages)."""
+    (indexing.pages_created)."""
     env = scope.environment(session, principal, environment_id)
     by_request: dict[str, int] = {}
     for i, item in enumerate(items):
@@ -365,7 +354,7 @@ def create_pages(
             raise taken(min(existing, key=by_slug.__getitem__))
 
     ts = now()
-    out: list[CreatedPage | None] = [None] * len(items)
+    out: list[CreatedPage | ViewRows | None] = [None] * len(items)
     written: list[WrittenPage] = []
     groups: list[tuple[str, list[tuple[SectionDefinition, dict[str, Any]]], int]] = []
     for page_id, (i, item, sections) in zip(new_ids(len(checked)), checked, strict=True):
@@ -396,26 +385,25 @@ def create_pages(
                 "environment"
             ) from exc
         entry_ids = _insert_sections(session, env, groups)
-        new_pages: list[tuple[WrittenPage, list[dict[str, Any]]]] = []
+        new_pages: list[indexing.NewPage] = []
         for page, (i, _, sections), ids in zip(written, checked, entry_ids, strict=True):
             created = out[i]
-            assert created is not None
+            assert isinstance(created, CreatedPage)
             created.sections = [
                 (entry_id, definition, content, position)
                 for position, (entry_id, (definition, content)) in enumerate(
                     zip(ids, sections, strict=True)
                 )
             ]
-            new_pages.append((page, [content for _, content in sections]))
-        search_index.index_new_pages(session, new_pages)
+            new_pages.append(
+                indexing.NewPage(
+                    page.id, page.environment_id, page.title, [content for _, content in sections]
+                )
+            )
+        indexing.pages_created(session, new_pages)
     for i, item in enumerate(items):
         if out[i] is None:
-            view = load_view(session, found[item.request_id])
-            out[i] = CreatedPage(
-                view.page,
-                [(e.id, d, loads_object(e.content), p) for e, d, p in view.sections],
-                replayed=True,
-            )
+            out[i] = load_view(session, found[item.request_id].id)
     return [c for c in out if c is not None]
 
 
@@ -452,22 +440,11 @@ def _page_in_scope(
     return scope.in_environment(session, principal, Page, page_id, "page", field, lock=lock)
 
 
-def load_view(session: Session, page: Page) -> PageView:
-    rows = session.execute(
-        select(SectionEntry, SectionDefinition, PageSection.position)
-        .join(PageSection, PageSection.section_entry_id == SectionEntry.id)
-        .join(SectionDefinition, SectionDefinition.id == SectionEntry.definition_id)
-        .where(PageSection.page_id == page.id)
-        .order_by(PageSection.position)
-    ).all()
-    return PageView(page=page, sections=[(e, d, p) for e, d, p in rows])
-
-
 # GetPage and GetPageBySlug, the hot reads: ONE Core statement each (the page, the scope check
 # and the sections in order; one snapshot on both backends), built once with bind parameters,
 # so a call neither loads ORM objects nor rebuilds SQL, run on the driver's cursor (db.raw).
 # Measured in-process: 4 ORM statements 570 us a call; one Core statement 87 us and on the
-# cursor 40 us, both with the Page message built. The team filter is scope.visible_team's rule.
+# cursor 40 us, both with the Page message built. The team filter is Principal.visible_team.
 _Select = TypeVar("_Select", bound=Select[*tuple[Any, ...]])
 # Named tuples with VIEW_COLUMNS' names.
 ViewRows = Sequence[Any]
@@ -506,6 +483,14 @@ _BY_ID = _with_sections(
 )
 _BY_ID_OF_TEAM = _BY_ID.where(Site.team_id == bindparam("team_id"))
 _BY_ID_RAW, _BY_ID_OF_TEAM_RAW = RawSelect(_BY_ID), RawSelect(_BY_ID_OF_TEAM)
+
+
+def load_view(session: Session, page_id: str) -> ViewRows:
+    """A page as get_page's rows, read in the session (its pending changes flushed first):
+    what a write returns."""
+    return session.execute(_BY_ID, {"page_id": page_id}).all()
+
+
 # Environment first, page LEFT JOINed: no row = no such environment (for this caller), a row
 # without a page id = no such slug in it.
 _BY_SLUG = _with_sections(
@@ -524,7 +509,7 @@ def get_page(conn: Connection, principal: Principal, page_id: str) -> ViewRows:
     columns for a page without sections). Another team's page is NotFound, like a missing
     one."""
     scope.require_id(page_id, "id")
-    team_id = scope.visible_team(principal)
+    team_id = principal.visible_team
     if team_id is None:
         rows = _BY_ID_RAW.all(conn, {"page_id": page_id})
     else:
@@ -539,7 +524,7 @@ def get_page_by_slug(
 ) -> ViewRows:
     """Like get_page, by environment and slug."""
     scope.require_id(environment_id, "environment_id")
-    team_id = scope.visible_team(principal)
+    team_id = principal.visible_team
     params = {"environment_id": environment_id, "slug": slug}
     if team_id is None:
         rows = _BY_SLUG_RAW.all(conn, params)
@@ -593,7 +578,7 @@ def update_page(
         page.metadata_json = dumps(changes["metadata"])
     _touch(page)
     _flush_unique(session, f"a page with slug {page.slug!r} already exists in this environment")
-    search_index.index_page(session, page)
+    indexing.page_changed(session, page)
     return page
 
 
@@ -602,7 +587,7 @@ def delete_page(session: Session, principal: Principal, page_id: str) -> EnvScop
     entry_ids = list(
         session.scalars(select(PageSection.section_entry_id).where(PageSection.page_id == page.id))
     )
-    search_index.forget_page(session, page)
+    indexing.page_deleted(session, page)
     session.delete(page)
     session.flush()
     if entry_ids:
@@ -610,7 +595,7 @@ def delete_page(session: Session, principal: Principal, page_id: str) -> EnvScop
     return env
 
 
-def etag_of(page: PageFields) -> str:
+def etag_of(page: Page | WrittenPage) -> str:
     return etag(page.version)
 
 
@@ -649,7 +634,7 @@ def add_section(
     page_id: str,
     section: SectionInput,
     position: int | None,
-) -> PageView:
+) -> ViewRows:
     page, env = _page_in_scope(session, principal, page_id, "page_id", lock=True)
     links = _positions(session, page.id)
     if len(links) >= MAX_SECTIONS_PER_PAGE:
@@ -666,8 +651,8 @@ def add_section(
         order.insert(position, new_link)
         _renumber(session, order)
     _touch(page)
-    search_index.index_page(session, page)
-    return load_view(session, page)
+    indexing.page_changed(session, page)
+    return load_view(session, page.id)
 
 
 def _section_link(
@@ -687,7 +672,7 @@ def update_section(
     page_id: str,
     section_id: str,
     content: dict[str, Any],
-) -> PageView:
+) -> ViewRows:
     page, _ = _page_in_scope(session, principal, page_id, "page_id", lock=True)
     _section_link(session, page, section_id)
     entry = session.get(SectionEntry, section_id)
@@ -698,13 +683,13 @@ def update_section(
     entry.content = dumps(content)
     entry.updated_at = now()
     _touch(page)
-    search_index.index_page(session, page)
-    return load_view(session, page)
+    indexing.page_changed(session, page)
+    return load_view(session, page.id)
 
 
 def move_section(
     session: Session, principal: Principal, page_id: str, section_id: str, position: int
-) -> PageView:
+) -> ViewRows:
     page, _ = _page_in_scope(session, principal, page_id, "page_id", lock=True)
     if position < 0:
         raise invalid("position", "must not be negative")
@@ -714,13 +699,13 @@ def move_section(
     order.insert(min(position, len(order)), moved)
     _renumber(session, order)
     _touch(page)
-    search_index.index_page(session, page)
-    return load_view(session, page)
+    indexing.page_changed(session, page)
+    return load_view(session, page.id)
 
 
 def remove_section(
     session: Session, principal: Principal, page_id: str, section_id: str
-) -> PageView:
+) -> ViewRows:
     page, _ = _page_in_scope(session, principal, page_id, "page_id", lock=True)
     links, index = _section_link(session, page, section_id)
     link_id, entry_id = links.pop(index)
@@ -728,6 +713,5 @@ def remove_section(
     session.execute(delete(SectionEntry).where(SectionEntry.id == entry_id))
     _renumber(session, [link for link, _ in links])
     _touch(page)
-    search_index.index_page(session, page)
-    outbox.enqueue(session, page.environment_id, outbox.Kind.SECTION, [entry_id], outbox.Op.DELETE)
-    return load_view(session, page)
+    indexing.section_removed(session, page, entry_id)
+    return load_view(session, page.id)

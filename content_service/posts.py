@@ -14,9 +14,9 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import scope, search_index, validation
-from content_service.convert import dumps, now
+from content_service import indexing, scope, validation
 from content_service.db.models import Post, PostTag
+from content_service.db.values import dumps, now
 from servicekit.auth import Principal
 from servicekit.errors import AlreadyExists, NotFound, invalid
 from servicekit.ids import new_id
@@ -151,7 +151,7 @@ def create_post(
     session.add(post)
     _flush_unique(session, post.slug)
     _set_tags(session, post, checked["tags"])
-    search_index.index_post(session, post)
+    indexing.post_changed(session, post)
     return post
 
 
@@ -218,12 +218,12 @@ def update_post(
     _flush_unique(session, post.slug)
     if "tags" in checked:
         _set_tags(session, post, checked["tags"])
-    search_index.index_post(session, post)
+    indexing.post_changed(session, post)
     return post
 
 
 def delete_post(session: Session, principal: Principal, post_id: str) -> None:
     post = get_post(session, principal, post_id)
-    search_index.forget_post(session, post)
+    indexing.post_deleted(session, post)
     session.execute(delete(PostTag).where(PostTag.post_id == post.id))
     session.delete(post)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from content_service.db.models import Environment, Image, Page, Post, SectionDefinition, Site
 from servicekit.auth import Principal
-from servicekit.errors import NotFound, PermissionDenied, invalid
+from servicekit.errors import NotFound, invalid
 
 
 @dataclass(frozen=True)
@@ -29,18 +29,11 @@ def require_id(value: str, field: str) -> str:
     return value
 
 
-def visible_team(principal: Principal) -> str | None:
-    """The one team whose resources a principal sees; None: every team (admin, service)."""
-    if principal.team_id is not None and not principal.is_admin:
-        return principal.team_id
-    return None
-
-
 def environment(
     session: Session, principal: Principal, environment_id: str, field: str = "environment_id"
 ) -> EnvScope:
     require_id(environment_id, field)
-    found = lookup(session, environment_id, visible_team(principal))
+    found = lookup(session, environment_id, principal.visible_team)
     if found is None:
         raise NotFound("environment", environment_id)
     return found
@@ -95,22 +88,14 @@ def in_environment(
 def site(session: Session, principal: Principal, site_id: str, field: str = "site_id") -> Site:
     require_id(site_id, field)
     found = session.get(Site, site_id)
-    if found is None or not can_see_team(principal, found.team_id):
+    if found is None or not principal.can_see(found.team_id):
         raise NotFound("site", site_id)
     return found
 
 
-def can_see_team(principal: Principal, team_id: str) -> bool:
-    return principal.is_admin or principal.is_service or principal.team_id == team_id
-
-
 def team_for_write(principal: Principal, requested: str, field: str = "team_id") -> str:
     """The team a create acts on: the key's own team, or (admin/service) the named one."""
-    if principal.is_admin or principal.is_service:
-        if not requested:
-            raise invalid(field, "is required with the admin key")
-        return requested
-    assert principal.team_id is not None
-    if requested and requested != principal.team_id:
-        raise PermissionDenied("a team key can only act on its own team")
-    return principal.team_id
+    team_id = principal.team_for(requested, "act on")
+    if not team_id:
+        raise invalid(field, "is required with the admin key")
+    return team_id

@@ -21,14 +21,14 @@ from sqlalchemy import BindParameter, bindparam, text
 from sqlalchemy.orm import Session
 
 from content_service import scope
-from content_service.search_index import MARK_END, MARK_START, PAGE, POST
+from content_service.db.models import MARK_END, MARK_START, SEARCH_PAGE, SEARCH_POST
 from servicekit.auth import Principal
 from servicekit.errors import invalid
 from servicekit.pagination import PageRequest
 
 MAX_QUERY_CHARS = 500
 MAX_WORDS = 32
-KINDS = (PAGE, POST)
+KINDS = (SEARCH_PAGE, SEARCH_POST)
 TITLE_WEIGHT = 5.0
 SNIPPET_TOKENS = 24
 # ts_rank_cd weights are {D, C, B, A}: titles are A, bodies B (migration 0005).

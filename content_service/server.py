@@ -7,10 +7,14 @@ import logging
 from dataclasses import dataclass
 
 from loom.content.v1 import (
+    backup_pb2,
+    backup_pb2_grpc,
     chat_pb2,
     chat_pb2_grpc,
     clone_pb2,
     clone_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
     indexing_pb2,
     indexing_pb2_grpc,
     navigation_pb2,
@@ -27,10 +31,11 @@ from loom.content.v1 import (
     tenancy_pb2_grpc,
 )
 
-from content_service.api.backup import backup_service
+from content_service.api.backup import BackupServicer
 from content_service.api.chat import ChatServicer
 from content_service.api.clone import EnvironmentCloneServicer
-from content_service.api.images import image_services
+from content_service.api.image_jobs import ImageJobServicer
+from content_service.api.images import ImageServicer
 from content_service.api.indexing import IndexingServicer
 from content_service.api.navigation import NavigationServicer
 from content_service.api.pages import PageServicer
@@ -41,9 +46,10 @@ from content_service.api.tenancy import TenancyServicer
 from content_service.authn import ContentAuthenticator
 from content_service.db.engine import Database, SqliteOptions
 from content_service.db.migrate import ensure_current
-from content_service.dispatcher import Dispatcher
+from content_service.images.runtime import ImageRuntime
+from content_service.indexing.dispatcher import Dispatcher
+from content_service.indexing.vector_client import VectorClient
 from content_service.settings import ContentSettings
-from content_service.vector_client import VectorClient
 from servicekit.auth import load_or_create_secret, service_token
 from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
@@ -98,6 +104,7 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
             poll_seconds=settings.outbox_poll_seconds,
             backoff_cap_seconds=settings.outbox_backoff_cap_seconds,
         )
+    images = ImageRuntime.start(db, settings)
     services = [
         Service.of(tenancy_pb2, tenancy_pb2_grpc, "TenancyService", TenancyServicer(db)),
         Service.of(pages_pb2, pages_pb2_grpc, "PageService", PageServicer(db)),
@@ -113,8 +120,9 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
         Service.of(
             clone_pb2, clone_pb2_grpc, "EnvironmentCloneService", EnvironmentCloneServicer(db)
         ),
-        *image_services(db, settings),
-        backup_service(db, settings),
+        Service.of(images_pb2, images_pb2_grpc, "ImageService", ImageServicer(images)),
+        Service.of(images_pb2, images_pb2_grpc, "ImageJobService", ImageJobServicer(images)),
+        Service.of(backup_pb2, backup_pb2_grpc, "BackupService", BackupServicer(db, settings)),
         Service.of(
             indexing_pb2,
             indexing_pb2_grpc,

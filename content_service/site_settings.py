@@ -14,8 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from content_service import scope, validation
-from content_service.convert import loads_object, now
 from content_service.db.models import Site, SiteSettings
+from content_service.db.values import loads_object, now
 from servicekit.auth import Principal
 from servicekit.errors import Aborted, invalid
 

@@ -6,9 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import outbox, scope, validation
-from content_service.convert import now
+from content_service import indexing, scope, validation
 from content_service.db.models import ApiKey, Environment, Site, Team
+from content_service.db.values import now
 from servicekit.auth import Principal, hash_secret, new_secret, require_admin
 from servicekit.errors import AlreadyExists, NotFound, PermissionDenied
 from servicekit.ids import new_id
@@ -27,15 +27,15 @@ def create_team(session: Session, principal: Principal, name: str) -> Team:
 def get_team(session: Session, principal: Principal, team_id: str) -> Team:
     scope.require_id(team_id, "id")
     team = session.get(Team, team_id)
-    if team is None or not scope.can_see_team(principal, team.id):
+    if team is None or not principal.can_see(team.id):
         raise NotFound("team", team_id)
     return team
 
 
 def list_teams(session: Session, principal: Principal, page: PageRequest) -> list[Team]:
     stmt = select(Team).order_by(Team.id).limit(page.size + 1)
-    if not (principal.is_admin or principal.is_service):
-        stmt = stmt.where(Team.id == principal.team_id)
+    if principal.visible_team is not None:
+        stmt = stmt.where(Team.id == principal.visible_team)
     if page.after:
         stmt = stmt.where(Team.id > page.after)
     return list(session.scalars(stmt))
@@ -74,20 +74,10 @@ def list_api_keys(
 def revoke_api_key(session: Session, principal: Principal, key_id: str) -> ApiKey:
     scope.require_id(key_id, "id")
     key = session.get(ApiKey, key_id)
-    if key is None or not scope.can_see_team(principal, key.team_id):
+    if key is None or not principal.can_see(key.team_id):
         raise NotFound("api key", key_id)
     if key.revoked_at is None:
         key.revoked_at = now()
-    return key
-
-
-def resolve_key(session: Session, secret: str) -> ApiKey | None:
-    """The live key for a secret, or None (unknown and revoked look the same)."""
-    if not secret:
-        return None
-    key = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_secret(secret))).first()
-    if key is None or key.revoked_at is not None:
-        return None
     return key
 
 
@@ -126,7 +116,7 @@ def update_site(session: Session, principal: Principal, site_id: str, name: str 
 
 def delete_site(session: Session, principal: Principal, site_id: str) -> None:
     site = scope.site(session, principal, site_id, "id")
-    outbox.environment_deleted(
+    indexing.environments_deleted(
         session, session.scalars(select(Environment.id).where(Environment.site_id == site.id))
     )
     session.delete(site)
@@ -175,5 +165,5 @@ def list_environments(
 
 def delete_environment(session: Session, principal: Principal, environment_id: str) -> None:
     env = get_environment(session, principal, environment_id)
-    outbox.environment_deleted(session, [env.id])
+    indexing.environments_deleted(session, [env.id])
     session.delete(env)

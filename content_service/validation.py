@@ -12,7 +12,7 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from content_service.convert import dumps
+from content_service.db.values import dumps
 from servicekit.errors import FieldViolation, InvalidArgument, invalid
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")

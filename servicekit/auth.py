@@ -37,6 +37,32 @@ class Principal:
     def is_service(self) -> bool:
         return self.role is Role.SERVICE
 
+    # Which teams a caller may see: the one rule, used by every service's data layer.
+
+    @property
+    def sees_every_team(self) -> bool:
+        return self.role is not Role.TEAM
+
+    @property
+    def visible_team(self) -> str | None:
+        """The one team whose resources this caller sees; None: every team."""
+        return None if self.sees_every_team else self.team_id
+
+    def can_see(self, team_id: str) -> bool:
+        return self.sees_every_team or self.team_id == team_id
+
+    def team_for(self, requested: str, action: str) -> str:
+        """The team a call that names one (`requested`, maybe empty) acts on: the admin key
+        and the service token any named team ('' stays ''); a team key its own (empty means
+        it; another team is PERMISSION_DENIED, "a team key can only <action> its own team")."""
+        if self.sees_every_team:
+            return requested
+        if self.team_id is None:
+            raise PermissionDenied("this key belongs to no team")
+        if requested and requested != self.team_id:
+            raise PermissionDenied(f"a team key can only {action} its own team")
+        return self.team_id
+
 
 # One message for a missing, unknown and revoked key: a caller learns nothing about which.
 UNAUTHENTICATED_MESSAGE = "missing, unknown or revoked API key (send `authorization: Bearer <key>`)"

@@ -15,7 +15,6 @@ from servicekit.auth import current_principal, require_service
 from servicekit.errors import FieldViolation, InvalidArgument, invalid
 from servicekit.pagination import MAX_PAGE_SIZE, page_of, page_request
 from vector_service import store
-from vector_service.authn import search_team
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
 from vector_service.search import Hit, Mode, Query, Searcher
@@ -317,7 +316,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
                 violations.append(FieldViolation(f"collections[{i}]", "repeats a collection"))
             else:
                 collections.append(COLLECTIONS[value])
-        team = search_team(principal, request.scope.team_id)
+        team = principal.team_for(request.scope.team_id, "search")
         scope_request = vector_pb2.Scope(
             team_id=team,
             site_id=request.scope.site_id,

@@ -17,7 +17,7 @@ import grpc
 from loom.content.v1 import tenancy_pb2, tenancy_pb2_grpc
 
 from servicekit.auth import UNAUTHENTICATED_MESSAGE, Principal, Role, hash_secret, same_secret
-from servicekit.errors import PermissionDenied, ServiceError, Unauthenticated, Unavailable
+from servicekit.errors import ServiceError, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +161,3 @@ class VectorAuthenticator:
         if same_secret(secret, self._service_token):
             return SERVICE
         return self._tenants.resolve(secret)
-
-
-def search_team(principal: Principal, requested: str) -> str:
-    """The team a search may read: any named team for the service token; a tenant key's own
-    team (an empty request means it; another team is PERMISSION_DENIED)."""
-    if principal.is_service:
-        return requested
-    if principal.role is not Role.TEAM or not principal.team_id:
-        raise PermissionDenied("this key may not search")
-    if requested and requested != principal.team_id:
-        raise PermissionDenied("an API key may search only its own team")
-    return principal.team_id

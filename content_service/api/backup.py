@@ -24,7 +24,6 @@ from content_service.settings import ContentSettings
 from servicekit.auth import current_principal, require_service
 from servicekit.backupfiles import prepare_directory
 from servicekit.errors import FailedPrecondition
-from servicekit.server import Service
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +133,3 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
                 yield event_proto(event)
         finally:
             self._running.release()
-
-
-def backup_service(db: Database, settings: ContentSettings) -> Service:
-    return Service.of(backup_pb2, backup_pb2_grpc, "BackupService", BackupServicer(db, settings))

@@ -9,9 +9,10 @@ from google.protobuf import empty_pb2
 from loom.content.v1 import chat_pb2, chat_pb2_grpc
 
 from content_service import chat
-from content_service.convert import dict_to_struct, loads_object, struct_field_to_json, ts
+from content_service.api.convert import dict_to_struct, struct_field_to_json, ts
 from content_service.db import models
 from content_service.db.engine import Database
+from content_service.db.values import loads_object
 from servicekit.auth import current_principal
 from servicekit.pagination import page_of, page_request
 

@@ -16,10 +16,11 @@ from itertools import chain
 import grpc
 from loom.content.v1 import images_pb2, images_pb2_grpc
 
-from content_service import image_jobs, images
-from content_service.api.images import ImageRuntime, image_proto, receive, variant_proto
-from content_service.convert import struct_field_to_json, ts
-from content_service.media import sniff
+from content_service.api.convert import struct_field_to_json, ts
+from content_service.api.images import image_proto, receive, variant_proto
+from content_service.images import leases, records
+from content_service.images.media import sniff
+from content_service.images.runtime import ImageRuntime
 from servicekit.auth import current_principal, require_service
 from servicekit.errors import ResourceExhausted, invalid
 
@@ -30,7 +31,7 @@ RECHECK_SECONDS = 1.0
 MAX_VARIANT_DIMENSION = 16384
 
 
-def job_proto(job: image_jobs.ClaimedJob, limits: image_jobs.JobLimits) -> images_pb2.ImageJob:
+def job_proto(job: leases.ClaimedJob, limits: leases.JobLimits) -> images_pb2.ImageJob:
     image = job.image
     return images_pb2.ImageJob(
         image_id=image.id,
@@ -106,10 +107,10 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
     def _try_claim(self, worker: str) -> images_pb2.ImageJob | None:
         # A read first: an empty queue never takes the write lock.
         with self.db.read() as s:
-            if not image_jobs.has_candidate(s):
+            if not leases.has_candidate(s):
                 return None
         with self.db.write() as s:
-            job, removed = image_jobs.claim(s, self.rt.limits)
+            job, removed = leases.claim(s, self.rt.limits)
             out = job_proto(job, self.rt.limits) if job is not None else None
         self.media.remove_all(removed)
         if out is not None:
@@ -140,7 +141,7 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
     ) -> images_pb2.ExtendImageLeaseResponse:
         require_service(current_principal())
         with self.db.write() as s:
-            expires = image_jobs.extend(s, request.image_id, request.lease_token, self.rt.limits)
+            expires = leases.extend(s, request.image_id, request.lease_token, self.rt.limits)
         return images_pb2.ExtendImageLeaseResponse(lease_expire_time=ts(expires))
 
     def UploadImageVariant(
@@ -152,12 +153,12 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
         first = next(request_iterator, None)
         if first is None:
             raise invalid("image_id", "the stream was empty: send the header first")
-        width, fmt = images.variant_key_value(first.width, first.format, "")
+        width, fmt = records.variant_key_value(first.width, first.format, "")
         if not 1 <= first.height <= MAX_VARIANT_DIMENSION:
             raise invalid("height", f"must be 1-{MAX_VARIANT_DIMENSION}")
         # Before accepting any byte: is the lease still ours? (The write checks again.)
         with self.db.read() as s:
-            image_jobs.leased(s, first.image_id, first.lease_token, lock=False)
+            leases.leased(s, first.image_id, first.lease_token, lock=False)
         with self.media.temp() as blob:
             receive(
                 chain([first], request_iterator),
@@ -168,14 +169,14 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
             if blob.size == 0:
                 raise invalid("chunk", "the file is empty")
             found = sniff(blob.head)
-            if found != images.VARIANT_FORMATS[fmt]:
+            if found != records.VARIANT_FORMATS[fmt]:
                 raise invalid(
                     "chunk", f"the bytes are not a {fmt} file (signature: {found or 'unknown'})"
                 )
             blob.finish()
             try:
                 with self.db.write() as s:
-                    row, replaced = image_jobs.put_variant(
+                    row, replaced = leases.put_variant(
                         s, first.image_id, first.lease_token, width, first.height, fmt, blob
                     )
                     result = variant_proto(row)
@@ -193,12 +194,12 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
     ) -> images_pb2.Image:
         require_service(current_principal())
         variants = [
-            images.variant_key_value(v.width, v.format, f"variants[{i}]")
+            records.variant_key_value(v.width, v.format, f"variants[{i}]")
             for i, v in enumerate(request.variants)
         ]
         metadata = struct_field_to_json(request, "metadata", "metadata")
         with self.db.write() as s:
-            view, stale = image_jobs.complete(
+            view, stale = leases.complete(
                 s,
                 request.image_id,
                 request.lease_token,
@@ -218,7 +219,7 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
     ) -> images_pb2.Image:
         require_service(current_principal())
         with self.db.write() as s:
-            view, removed, requeued = image_jobs.fail(
+            view, removed, requeued = leases.fail(
                 s,
                 request.image_id,
                 request.lease_token,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import chain
 from typing import BinaryIO, Protocol
 
@@ -15,18 +14,17 @@ import grpc
 from google.protobuf import empty_pb2
 from loom.content.v1 import images_pb2, images_pb2_grpc
 
-from content_service import images, scope
-from content_service.convert import dict_to_struct, loads_object, ts
-from content_service.db.engine import Database
+from content_service import scope
+from content_service.api.convert import dict_to_struct, ts
 from content_service.db.models import ImageVariant
-from content_service.image_jobs import JobLimits, JobSignal
-from content_service.images import DownloadTarget, ImageView
-from content_service.media import CHUNK_BYTES, HEAD_BYTES, MediaStore, TempBlob, sniff
-from content_service.settings import ContentSettings
+from content_service.db.values import loads_object
+from content_service.images import records
+from content_service.images.media import CHUNK_BYTES, HEAD_BYTES, TempBlob, sniff
+from content_service.images.records import DownloadTarget, ImageView
+from content_service.images.runtime import ImageRuntime
 from servicekit.auth import current_principal
 from servicekit.errors import FieldViolation, InvalidArgument, ServiceError, invalid
 from servicekit.pagination import page_of, page_request
-from servicekit.server import Service
 
 log = logging.getLogger(__name__)
 
@@ -39,40 +37,6 @@ STATE_TO_DB = {
 STATE_FROM_DB = {v: k for k, v in STATE_TO_DB.items()}
 
 
-@dataclass
-class ImageRuntime:
-    """What both image servicers of one server share."""
-
-    db: Database
-    media: MediaStore
-    max_upload_bytes: int
-    limits: JobLimits
-    signal: JobSignal
-    # Claims allowed to wait at once: each holds a server thread while it waits.
-    max_waiters: int
-
-
-def image_services(db: Database, settings: ContentSettings) -> list[Service]:
-    """Both image servicers, sharing one media store and one job signal."""
-    from content_service.api.image_jobs import ImageJobServicer  # it imports this module
-
-    runtime = ImageRuntime(
-        db=db,
-        media=MediaStore(settings.media_dir),
-        max_upload_bytes=settings.max_upload_bytes,
-        limits=JobLimits(settings.lease_seconds, settings.max_attempts),
-        signal=JobSignal(),
-        max_waiters=max(1, settings.workers // 2),
-    )
-    swept = runtime.media.sweep()
-    if swept:
-        log.info("removed %d stale temp/trash file(s) from %s", swept, runtime.media.root)
-    return [
-        Service.of(images_pb2, images_pb2_grpc, "ImageService", ImageServicer(runtime)),
-        Service.of(images_pb2, images_pb2_grpc, "ImageJobService", ImageJobServicer(runtime)),
-    ]
-
-
 # --- protos ------------------------------------------------------------------------------
 
 
@@ -82,7 +46,7 @@ def variant_proto(row: ImageVariant) -> images_pb2.ImageVariant:
         height=row.height,
         format=row.format,
         size_bytes=row.size,
-        mime_type=images.VARIANT_FORMATS.get(row.format, ""),
+        mime_type=records.VARIANT_FORMATS.get(row.format, ""),
     )
 
 
@@ -180,7 +144,7 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         first = next(request_iterator, None)
         if first is None:
             raise invalid("environment_id", "the stream was empty: send the header first")
-        header = images.upload_header(
+        header = records.upload_header(
             first.environment_id, first.filename, first.mime_type, first.alt_text
         )
         # Before accepting any byte: the caller may write to this environment. (A short
@@ -194,11 +158,11 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
                 max_bytes=self.rt.max_upload_bytes,
                 header_fields=("environment_id", "filename", "mime_type", "alt_text"),
             )
-            mime_type = images.checked_type(header, sniff(blob.head), size=blob.size)
+            mime_type = records.checked_type(header, sniff(blob.head), size=blob.size)
             blob.finish()
             try:
                 with self.db.write() as s:
-                    view, created = images.store_upload(s, principal, blob, header, mime_type)
+                    view, created = records.store_upload(s, principal, blob, header, mime_type)
                     result = image_proto(view)
             except BaseException:
                 if blob.published_key is not None:
@@ -213,7 +177,7 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         """A published original whose transaction failed: remove it unless referenced."""
         try:
             with self.db.write() as s:
-                images.release_blob_if_unreferenced(s, self.media, key)
+                records.release_blob_if_unreferenced(s, self.media, key)
         except Exception:
             log.exception("could not clean up media blob %s", key)
 
@@ -221,8 +185,8 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         self, request: images_pb2.GetImageRequest, context: grpc.ServicerContext
     ) -> images_pb2.Image:
         with self.db.read() as s:
-            image = images.get_image(s, current_principal(), request.id)
-            return image_proto(images.load_view(s, image))
+            image = records.get_image(s, current_principal(), request.id)
+            return image_proto(records.load_view(s, image))
 
     def ListImages(
         self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext
@@ -235,22 +199,22 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         page = page_request(request.page_size, request.page_token, request.environment_id, state)
         with self.db.read() as s:
             rows, token = page_of(
-                images.list_images(s, current_principal(), request.environment_id, state, page),
+                records.list_images(s, current_principal(), request.environment_id, state, page),
                 page,
                 lambda r: r.id,
             )
             return images_pb2.ListImagesResponse(
-                images=[image_proto(v) for v in images.load_views(s, rows)],
+                images=[image_proto(v) for v in records.load_views(s, rows)],
                 next_page_token=token,
             )
 
     def DeleteImage(
         self, request: images_pb2.DeleteImageRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
-        plan: images.DeletePlan | None = None
+        plan: records.DeletePlan | None = None
         try:
             with self.db.write() as s:
-                plan = images.delete_image(s, current_principal(), self.media, request.id)
+                plan = records.delete_image(s, current_principal(), self.media, request.id)
         except BaseException:
             if plan is not None:  # the commit failed: put the moved original back
                 self.media.restore(plan.trashed)
@@ -263,7 +227,7 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
     ) -> Iterator[images_pb2.DownloadImageResponse]:
         variant = None
         if request.HasField("variant"):
-            variant = images.variant_key_value(
+            variant = records.variant_key_value(
                 request.variant.width, request.variant.format, "variant"
             )
         target, fh = self._open(request.id, variant)
@@ -287,7 +251,7 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         # opening it: look again once (an open file stays readable after removal).
         for attempt in range(2):
             with self.db.read() as s:
-                target = images.download_target(s, principal, image_id, variant)
+                target = records.download_target(s, principal, image_id, variant)
             try:
                 return target, self.media.open(target.key)
             except FileNotFoundError:

@@ -7,32 +7,21 @@ import time
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from loom.content.v1 import indexing_pb2, indexing_pb2_grpc
-from sqlalchemy import func, select
 
-from content_service import reconcile, scope
+from content_service import scope
 from content_service.db.engine import Database
-from content_service.db.models import IndexOutbox, Team
-from content_service.dispatcher import Dispatcher
-from content_service.vector_client import VectorClient
-from servicekit.auth import Principal, current_principal
-from servicekit.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable, invalid
+from content_service.db.models import Team
+from content_service.indexing import reconcile, status
+from content_service.indexing.dispatcher import Dispatcher
+from content_service.indexing.vector_client import VectorClient
+from servicekit.auth import current_principal
+from servicekit.errors import FailedPrecondition, NotFound, Unavailable, invalid
 
 
 def _time(seconds: float) -> timestamp_pb2.Timestamp:
     out = timestamp_pb2.Timestamp()
     out.FromNanoseconds(int(seconds * 1e9))
     return out
-
-
-def _team(principal: Principal, requested: str) -> str:
-    """The team a call may look at: a team key its own; the service token and admin key any
-    (empty = every team)."""
-    if principal.is_admin or principal.is_service:
-        return requested
-    if requested and requested != principal.team_id:
-        raise PermissionDenied("a team key can only look at its own team")
-    assert principal.team_id is not None
-    return principal.team_id
 
 
 class IndexingServicer(indexing_pb2_grpc.IndexingServiceServicer):
@@ -49,53 +38,41 @@ class IndexingServicer(indexing_pb2_grpc.IndexingServiceServicer):
     def GetIndexingStatus(
         self, request: indexing_pb2.GetIndexingStatusRequest, context: grpc.ServicerContext
     ) -> indexing_pb2.IndexingStatus:
-        team_id = _team(current_principal(), request.team_id)
-        where = [IndexOutbox.team_id == team_id] if team_id else []
+        team_id = current_principal().team_for(request.team_id, "look at")
         with self.db.read() as s:
-            count, oldest, failing = s.execute(
-                select(
-                    func.count(),
-                    func.min(IndexOutbox.created_at),
-                    func.count().filter(IndexOutbox.attempts > 0),
-                ).where(*where)
-            ).one()
-            stored_error = s.scalar(
-                select(IndexOutbox.last_error)
-                .where(IndexOutbox.attempts > 0, *where)
-                .order_by(IndexOutbox.attempts.desc(), IndexOutbox.id)
-                .limit(1)
-            )
-        status = indexing_pb2.IndexingStatus(
+            outbox = status.outbox_status(s, team_id)
+        answer = indexing_pb2.IndexingStatus(
             dispatcher_enabled=self.dispatcher is not None,
             vector_address=self.client.address if self.client else "",
-            pending_count=count,
-            failing_count=failing,
-            last_error=stored_error or "",
+            pending_count=outbox.pending,
+            failing_count=outbox.failing,
+            last_error=outbox.last_error,
         )
+        oldest = outbox.oldest_created_at
         if oldest is not None:
-            status.oldest_pending_time.CopyFrom(_time(oldest))
-            status.oldest_pending_age.CopyFrom(
+            answer.oldest_pending_time.CopyFrom(_time(oldest))
+            answer.oldest_pending_age.CopyFrom(
                 duration_pb2.Duration(seconds=max(0, int(time.time()) - int(oldest)))
             )
         if self.dispatcher is not None:
             stats = self.dispatcher.stats
-            status.delivered_count = stats.delivered
-            status.delivering = stats.holds_lock
+            answer.delivered_count = stats.delivered
+            answer.delivering = stats.holds_lock
             if stats.last_delivery_at is not None:
-                status.last_delivery_time.CopyFrom(_time(stats.last_delivery_at))
+                answer.last_delivery_time.CopyFrom(_time(stats.last_delivery_at))
             # This process's latest error, unless it has delivered since.
             if stats.last_error and (
                 stats.last_delivery_at is None
                 or (stats.last_error_at or 0) > stats.last_delivery_at
             ):
-                status.last_error = stats.last_error
-        return status
+                answer.last_error = stats.last_error
+        return answer
 
     def ReconcileIndex(
         self, request: indexing_pb2.ReconcileIndexRequest, context: grpc.ServicerContext
     ) -> indexing_pb2.ReconcileIndexResponse:
         principal = current_principal()
-        team_id = _team(principal, request.team_id)
+        team_id = principal.team_for(request.team_id, "look at")
         if request.environment_id and not request.site_id:
             raise invalid("site_id", "is required with environment_id")
         if request.site_id and not team_id:
@@ -117,8 +94,7 @@ class IndexingServicer(indexing_pb2_grpc.IndexingServiceServicer):
                 if env.site_id != request.site_id:
                     raise NotFound("environment", request.environment_id)
             what = reconcile.target(s, team_id, request.site_id, request.environment_id)
-            where = [IndexOutbox.team_id == team_id] if team_id else []
-            pending = s.scalar(select(func.count()).select_from(IndexOutbox).where(*where))
+            pending = status.pending_count(s, team_id)
         try:
             report = reconcile.reconcile(self.db, self.client, what, repair=request.repair)
         except grpc.RpcError as exc:
@@ -139,5 +115,5 @@ class IndexingServicer(indexing_pb2_grpc.IndexingServiceServicer):
             ],
             drift_count=report.total,
             queued_count=report.queued,
-            pending_count=pending or 0,
+            pending_count=pending,
         )

@@ -7,7 +7,7 @@ from google.protobuf import empty_pb2
 from loom.content.v1 import navigation_pb2, navigation_pb2_grpc
 
 from content_service import navigation
-from content_service.convert import ts
+from content_service.api.convert import ts
 from content_service.db.engine import Database
 from servicekit.auth import current_principal
 from servicekit.pagination import page_of, page_request

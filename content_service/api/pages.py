@@ -11,9 +11,8 @@ from loom.content.v1 import pages_pb2, pages_pb2_grpc
 
 from content_service import pages
 from content_service.api.common import STATUS_FROM_DB, mask_paths, status_to_db
-from content_service.convert import (
+from content_service.api.convert import (
     dict_to_struct,
-    loads_object,
     struct_field_to_json,
     struct_from_json,
     struct_to_dict,
@@ -21,6 +20,7 @@ from content_service.convert import (
 )
 from content_service.db import models
 from content_service.db.engine import Database
+from content_service.db.values import loads_object
 from servicekit.auth import current_principal
 from servicekit.errors import InvalidArgument, invalid
 from servicekit.pagination import page_of, page_request
@@ -38,9 +38,8 @@ def definition_proto(row: models.SectionDefinition) -> pages_pb2.SectionDefiniti
     )
 
 
-def page_proto(
-    row: pages.PageFields, sections: list[pages_pb2.Section] | None = None
-) -> pages_pb2.Page:
+def page_proto(row: models.Page) -> pages_pb2.Page:
+    """A page without its sections, as ListPages gives it."""
     return pages_pb2.Page(
         id=row.id,
         environment_id=row.environment_id,
@@ -48,37 +47,22 @@ def page_proto(
         title=row.title,
         status=STATUS_FROM_DB[row.status],
         metadata=dict_to_struct(loads_object(row.metadata_json)),
-        sections=sections or [],
         create_time=ts(row.created_at),
         update_time=ts(row.updated_at),
         etag=pages.etag_of(row),
     )
 
 
-def view_proto(view: pages.PageView) -> pages_pb2.Page:
-    return page_proto(
-        view.page,
-        [
-            pages_pb2.Section(
-                id=entry.id,
-                definition_id=definition.id,
-                definition_name=definition.name,
-                content=dict_to_struct(loads_object(entry.content)),
-                position=position,
-            )
-            for entry, definition, position in view.sections
-        ],
-    )
-
-
-def fill_created(page: pages_pb2.Page, created: pages.CreatedPage, sent: pages_pb2.Page) -> None:
+def fill_created(
+    page: pages_pb2.Page, created: pages.CreatedPage | pages.ViewRows, sent: pages_pb2.Page
+) -> None:
     """Makes `page` (empty) the page create_pages returned: the same message GetPage gives for
     it afterwards. When this call created it, `sent` (the request's page) is copied whole, in
     C, and every output-only field overwritten: its slug, title, metadata and section contents
     are what was stored (a Struct survives storage unchanged), at half the cost of building
     the message field by field."""
-    if created.replayed:
-        page.CopyFrom(_written_proto(created))
+    if not isinstance(created, pages.CreatedPage):  # replayed: found by its request_id
+        page.CopyFrom(rows_proto(created))
         return
     row = created.page
     page.CopyFrom(sent)
@@ -101,23 +85,8 @@ def fill_created(page: pages_pb2.Page, created: pages.CreatedPage, sent: pages_p
             section.content.SetInParent()  # even an empty default
 
 
-def _written_proto(created: pages.CreatedPage) -> pages_pb2.Page:
-    page = page_proto(created.page)
-    for entry_id, definition, content, position in created.sections:
-        section = page.sections.add(
-            id=entry_id,
-            definition_id=definition.id,
-            definition_name=definition.name,
-            position=position,
-        )
-        section.content.SetInParent()
-        section.content.update(content)
-    return page
-
-
 def rows_proto(rows: pages.ViewRows) -> pages_pb2.Page:
-    """A page from pages.get_page's rows (pages.VIEW_COLUMNS), the same message view_proto
-    makes from ORM objects."""
+    """A page from pages.get_page's or pages.load_view's rows (pages.VIEW_COLUMNS)."""
     first = rows[0]
     page = pages_pb2.Page(
         id=first.id,
@@ -313,7 +282,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
             changes["metadata"] = struct_field_to_json(p, "metadata", "page.metadata")
         with self.db.write() as s:
             row = pages.update_page(s, current_principal(), p.id, changes, p.etag)
-            return view_proto(pages.load_view(s, row))
+            return rows_proto(pages.load_view(s, row.id))
 
     def DeletePage(
         self, request: pages_pb2.DeletePageRequest, context: grpc.ServicerContext
@@ -328,7 +297,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         section = _section_input(request.section, "section")
         position = request.position if request.HasField("position") else None
         with self.db.write() as s:
-            return view_proto(
+            return rows_proto(
                 pages.add_section(s, current_principal(), request.page_id, section, position)
             )
 
@@ -337,7 +306,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     ) -> pages_pb2.Page:
         content = struct_field_to_json(request, "content", "content")
         with self.db.write() as s:
-            return view_proto(
+            return rows_proto(
                 pages.update_section(
                     s, current_principal(), request.page_id, request.section_id, content
                 )
@@ -347,7 +316,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         self, request: pages_pb2.MoveSectionRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
         with self.db.write() as s:
-            return view_proto(
+            return rows_proto(
                 pages.move_section(
                     s, current_principal(), request.page_id, request.section_id, request.position
                 )
@@ -357,6 +326,6 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         self, request: pages_pb2.RemoveSectionRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
         with self.db.write() as s:
-            return view_proto(
+            return rows_proto(
                 pages.remove_section(s, current_principal(), request.page_id, request.section_id)
             )

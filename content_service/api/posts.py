@@ -10,7 +10,7 @@ from loom.content.v1 import posts_pb2, posts_pb2_grpc
 
 from content_service import posts
 from content_service.api.common import STATUS_FROM_DB, mask_paths, status_to_db
-from content_service.convert import ts
+from content_service.api.convert import ts
 from content_service.db import models
 from content_service.db.engine import Database
 from servicekit.auth import current_principal

@@ -9,7 +9,7 @@ from loom.content.v1 import settings_pb2, settings_pb2_grpc
 
 from content_service import site_settings
 from content_service.api.common import mask_paths
-from content_service.convert import dict_to_struct, struct_field_to_json, ts
+from content_service.api.convert import dict_to_struct, struct_field_to_json, ts
 from content_service.db.engine import Database
 from servicekit.auth import current_principal
 

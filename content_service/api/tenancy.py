@@ -6,13 +6,13 @@ import grpc
 from google.protobuf import empty_pb2
 from loom.content.v1 import tenancy_pb2, tenancy_pb2_grpc
 
-from content_service import tenancy
+from content_service import authn, tenancy
 from content_service.api.common import mask_paths
-from content_service.convert import ts
+from content_service.api.convert import ts
 from content_service.db import models
 from content_service.db.engine import Database
-from servicekit.auth import current_principal, require_service
-from servicekit.errors import invalid
+from servicekit.auth import UNAUTHENTICATED_MESSAGE, current_principal, require_service
+from servicekit.errors import NotFound, invalid
 from servicekit.pagination import page_of, page_request
 
 
@@ -197,11 +197,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
         require_service(current_principal())
         if not request.secret:
             raise invalid("secret", "is required")
-        with self.db.read() as s:
-            key = tenancy.resolve_key(s, request.secret)
-            if key is None:
-                from servicekit.auth import UNAUTHENTICATED_MESSAGE
-                from servicekit.errors import NotFound
-
-                raise NotFound("api key", UNAUTHENTICATED_MESSAGE)
-            return tenancy_pb2.ResolveApiKeyResponse(team_id=key.team_id, api_key_id=key.id)
+        key = authn.team_key(self.db, request.secret)
+        if key is None or key.team_id is None or key.key_id is None:
+            raise NotFound("api key", UNAUTHENTICATED_MESSAGE)
+        return tenancy_pb2.ResolveApiKeyResponse(team_id=key.team_id, api_key_id=key.key_id)

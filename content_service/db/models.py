@@ -294,11 +294,20 @@ class IndexOutbox(Base):
 
 # --- 0005_add_search ---------------------------------------------------------------------
 
+# search_documents.kind values.
+SEARCH_PAGE = "page"
+SEARCH_POST = "post"
+# Highlight markers the search queries ask the backend to put around matches (Unicode
+# private use characters, so they cannot collide with HTML or Markdown); never in indexed
+# text (the writer removes them), so user content can never fake a highlight.
+MARK_START = "\ue000"
+MARK_END = "\ue001"
+
 
 class SearchDocument(Base):
     """The text full-text search sees: one row per page (title + every string inside its
     sections' content) and per post (title; excerpt + body), written by
-    content_service.search_index in the same transaction as the content change. Deleting the
+    content_service.indexing.fulltext in the same transaction as the content change. Deleting the
     page, post or environment cascades here.
 
     The full-text index itself lives outside the models, created in raw SQL by 0005: on SQLite

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from content_service import outbox
 from content_service.db import bulk
 from content_service.db.engine import Database
+from content_service.indexing import outbox
 
 COLUMNS = outbox._INSERT
 

@@ -23,8 +23,6 @@ from loom.content.v1 import (
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
-from content_service import search_index
-from content_service.convert import dumps
 from content_service.db.models import (
     Page,
     PageSection,
@@ -33,6 +31,8 @@ from content_service.db.models import (
     SearchDocument,
     SectionEntry,
 )
+from content_service.db.values import dumps
+from content_service.indexing import fulltext as search_index
 from servicekit.ids import new_id
 from tests.conftest import ContentServer
 from tests.content.flows import Tenant, make_definition, make_page, make_tenant, struct

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from content_service.convert import struct_to_dict
+from content_service.api.convert import struct_to_dict
 
 
 def _reference(value: struct_pb2.Struct) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from content_service.media import MediaStore, normalise_mime_type, sniff
+from content_service.images.media import MediaStore, normalise_mime_type, sniff
 from tests.images.helpers import picture, sha
 
 

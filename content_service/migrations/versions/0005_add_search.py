@@ -167,7 +167,7 @@ def _strings(value: Any) -> Iterator[str]:
 def _clean(text: str) -> str:
     # The search code uses U+E000/U+E001 as highlight markers; NUL cannot be stored on
     # PostgreSQL. Neither belongs in indexed text.
-    text = text[:200_000]  # as content_service.search_index.MAX_INDEXED_CHARS
+    text = text[:200_000]  # as content_service.indexing.fulltext.MAX_INDEXED_CHARS
     return text.replace("\x00", " ").replace("\ue000", " ").replace("\ue001", " ")
 
 

@@ -1,5 +1,5 @@
 """Reconcile: compares what vector_service holds with what the content says it should hold
-(content_service.vector_documents), and optionally queues the fixes in the outbox.
+(content_service.indexing.documents), and optionally queues the fixes in the outbox.
 
 The comparison reads the content in one read transaction per environment and lists
 vector_service's documents (id, scope, source, text sha256) for the same scope; it never
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from content_service import outbox
-from content_service import vector_documents as vd
 from content_service.db.engine import Database
 from content_service.db.models import Environment, Image, Page, Post, Site, Team
-from content_service.vector_client import VectorClient
+from content_service.indexing import documents as vd
+from content_service.indexing import outbox
+from content_service.indexing.vector_client import VectorClient
 
 SAMPLE = 20
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import grpc
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
-from content_service.vector_documents import IMAGES, PAGES, POSTS, SECTIONS, Scope, VectorDocument
+from content_service.indexing.documents import IMAGES, PAGES, POSTS, SECTIONS, Scope, VectorDocument
 
 COLLECTIONS = {
     PAGES: vector_pb2.COLLECTION_PAGES,

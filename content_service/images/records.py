@@ -20,10 +20,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from content_service import outbox, scope
-from content_service.convert import now
+from content_service import indexing, scope
 from content_service.db.models import Image, ImageVariant
-from content_service.media import (
+from content_service.db.values import now
+from content_service.images.media import (
     ALLOWED_NAMES,
     ALLOWED_TYPES,
     MediaStore,
@@ -235,7 +235,7 @@ def delete_image(
     lock_blob(session, image.blob_key)
     # Variants go with the image (ON DELETE CASCADE).
     session.execute(delete(Image).where(Image.id == image.id))
-    outbox.enqueue(session, image.environment_id, outbox.Kind.IMAGE, [image.id], outbox.Op.DELETE)
+    indexing.image_deleted(session, image)
     others = session.scalar(
         select(func.count()).select_from(Image).where(Image.blob_key == image.blob_key)
     )

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import grpc
 from sqlalchemy import delete, select, update
 
-from content_service import vector_documents as vd
-from content_service.convert import now
 from content_service.db.engine import Database
 from content_service.db.models import IndexOutbox, PageSection, SectionEntry
-from content_service.dispatch_lock import dispatch_lock
-from content_service.outbox import OUTBOX, Kind
-from content_service.vector_client import VectorClient
+from content_service.db.values import now
+from content_service.indexing import documents as vd
+from content_service.indexing.dispatch_lock import dispatch_lock
+from content_service.indexing.outbox import OUTBOX, Kind
+from content_service.indexing.vector_client import VectorClient
 
 log = logging.getLogger(__name__)
 

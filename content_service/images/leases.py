@@ -34,11 +34,12 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from content_service import images, scope
-from content_service.convert import dumps, now
+from content_service import scope
 from content_service.db.models import Image, ImageVariant
-from content_service.images import ImageView
-from content_service.media import MediaStore, TempBlob
+from content_service.db.values import dumps, now
+from content_service.images import records
+from content_service.images.media import MediaStore, TempBlob
+from content_service.images.records import ImageView
 from content_service.scope import EnvScope
 from servicekit.errors import FailedPrecondition, NotFound, invalid
 from servicekit.ids import new_id
@@ -118,7 +119,7 @@ def claim(session: Session, limits: JobLimits) -> tuple[ClaimedJob | None, list[
 
 def _scope_of(session: Session, environment_id: str) -> EnvScope:
     found = scope.lookup(session, environment_id)
-    assert found is not None  # images.environment_id is a foreign key
+    assert found is not None  # records.environment_id is a foreign key
     return found
 
 
@@ -217,7 +218,7 @@ def complete(
         raise invalid("metadata", f"at most {MAX_METADATA_BYTES // 1024} KiB as JSON")
     if len(set(variants)) != len(variants):
         raise invalid("variants", "lists a variant twice")
-    alt = images.alt_text_value(generated_alt_text, "generated_alt_text")
+    alt = records.alt_text_value(generated_alt_text, "generated_alt_text")
     image = leased(session, image_id, token)
     tag = lease_tag(token)
     existing = {
@@ -272,7 +273,7 @@ def fail(
         image.lease_token = None
         image.lease_expires_at = None
         image.updated_at = now()
-        return images.load_view(session, image), [], True
+        return records.load_view(session, image), [], True
     if retryable:
         reason = f"gave up after {image.attempts} attempts: {reason}"
     removed = _end_failed(session, image, reason)

@@ -18,7 +18,6 @@ from functools import cached_property
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from content_service.convert import loads_object
 from content_service.db.models import (
     Environment,
     Image,
@@ -29,7 +28,8 @@ from content_service.db.models import (
     SectionEntry,
     Site,
 )
-from content_service.search_index import clean, page_body, post_body
+from content_service.db.values import loads_object
+from content_service.indexing.fulltext import clean, page_body, post_body
 from servicekit.image_text import image_text
 
 # vector_service refuses longer texts; models read far less than this anyway.

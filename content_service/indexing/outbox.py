@@ -4,7 +4,7 @@ own transaction.
 A row says "this source changed": a page (its page document and its sections' documents), a
 section entry, a post, an image, or a whole environment that was deleted. It carries the
 tenant scope, so a delete can be delivered after the rows it names are gone. The dispatcher
-(content_service.dispatcher) reads the source's current state when it delivers, so several
+(content_service.indexing.dispatcher) reads the source's current state when it delivers, so several
 changes to one source cost one delivery, and a row never carries stale text.
 Rows are never updated by writers and never coalesced at write time: a row the dispatcher
 already read stays behind it, and the one written after it is delivered next."""
@@ -19,9 +19,9 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from content_service import scope
-from content_service.convert import now
 from content_service.db import bulk
 from content_service.db.models import IndexOutbox
+from content_service.db.values import now
 
 OUTBOX: Table = IndexOutbox.__table__  # type: ignore[assignment]
 _INSERT = (
