@@ -1,4 +1,4 @@
-"""Helpers shared by the servicers: masks, enums, the database handle."""
+"""Helpers shared by the servicers: update masks and the content status enum."""
 
 from __future__ import annotations
 
