@@ -247,7 +247,8 @@ def _percentile(values: list[float], q: float) -> float:
 def run(quick: bool) -> list[dict[str, Any]]:
     import lancedb
 
-    from vector_service.store import RESULT_COLUMNS, VECTOR_COLUMN, Scope
+    from vector_service.store import Scope
+    from vector_service.store.rows import DISTANCE_COLUMN, ID_COLUMN, RESULT_COLUMNS, VECTOR_COLUMN
 
     sizes = QUICK if quick else FULL
     corpus = make_corpus(sizes.rows)
@@ -302,13 +303,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 return [r.document.id for r in answer.results]
 
             def local(team: int, vector: NDArray[np.float32], limit: int = LIMIT) -> Any:
-                # The query VectorStore.vector_search makes (same filter, columns, distance,
+                # The query the store's vector_search makes (same filter, columns, distance,
                 # nprobes, refine factor), asked for the 10 results the caller wants.
                 return (
                     table.search(vector, vector_column_name=VECTOR_COLUMN, query_type="vector")
                     .distance_type("cosine")
                     .where(Scope(team_id(team)).sql(), prefilter=True)
-                    .select([*RESULT_COLUMNS, "_distance"])
+                    .select([*RESULT_COLUMNS, DISTANCE_COLUMN])
                     .limit(limit)
                     .minimum_nprobes(nprobes)
                     .maximum_nprobes(0)
@@ -343,7 +344,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                         rows = local(team, vector)
                         local_ms.append(1000 * (time.perf_counter() - t0))
                 found.append(ids)
-                agree.append(len(set(ids) & set(rows.column("id").to_pylist())) / LIMIT)
+                agree.append(len(set(ids) & set(rows.column(ID_COLUMN).to_pylist())) / LIMIT)
                 # Where the RPC's time goes: the service asks LanceDB for 2 * limit rows (the
                 # fusion depth) as Python dicts; a health check is the gRPC round-trip floor.
                 t0 = time.perf_counter()

@@ -18,6 +18,7 @@ from vector_service import store
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
 from vector_service.search import Hit, Mode, Query, Searcher
+from vector_service.store import rows
 
 MAX_TEXT_CHARS = 100_000
 MAX_QUERY_CHARS = 10_000
@@ -110,16 +111,16 @@ def time_of(seconds: float) -> timestamp_pb2.Timestamp | None:
 
 
 def document_proto(row: dict[str, Any]) -> vector_pb2.Document:
+    """A stored row (RESULT_COLUMNS; a listing's lacks the text and update time)."""
+    team_id, site_id, environment_id = (row[c] for c in rows.SCOPE_COLUMNS)
     return vector_pb2.Document(
-        id=row["id"],
-        scope=vector_pb2.Scope(
-            team_id=row["team_id"], site_id=row["site_id"], environment_id=row["environment_id"]
-        ),
-        source_id=row["source_id"],
-        text=row["text"],
-        text_sha256=row["text_sha256"],
-        model=row["model"],
-        update_time=ts(row.get("updated_at")),
+        id=row[rows.ID_COLUMN],
+        scope=vector_pb2.Scope(team_id=team_id, site_id=site_id, environment_id=environment_id),
+        source_id=row[rows.SOURCE_COLUMN],
+        text=row.get(rows.TEXT_COLUMN, ""),
+        text_sha256=row[rows.SHA_COLUMN],
+        model=row[rows.MODEL_COLUMN],
+        update_time=ts(row.get(rows.UPDATED_COLUMN)),
     )
 
 
@@ -292,12 +293,12 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
             scope,
             request.source_id,
         )
-        rows = self.store.list_documents(
+        listed = self.store.list_documents(
             collection, scope, request.source_id, page.after, page.size + 1
         )
-        shown, token = page_of(rows, page, lambda row: str(row["id"]))
+        shown, token = page_of(listed, page, lambda row: str(row[rows.ID_COLUMN]))
         return vector_pb2.ListDocumentsResponse(
-            documents=[document_proto({"text": "", **row}) for row in shown],
+            documents=[document_proto(row) for row in shown],
             next_page_token=token,
         )
 

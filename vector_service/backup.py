@@ -21,7 +21,7 @@ So each collection's current table is backed up like this:
 3. Copy the trimmed table into the backup folder, hashing every file, then remove the pin.
 
 The catalog table is not copied: a restored vector_service that finds tables without catalog
-rows adopts them (store._load), and a running reindex's half-built table is left out.
+rows adopts them (store.tables), and a running reindex's half-built table is left out.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from servicekit.errors import FailedPrecondition
 from vector_service.embeddings import Embedder, EmbedderConfig, EmbeddingError, create_embedder
 from vector_service.errors import embed
 from vector_service.store import Collection, ReadView, Scope, VectorSpace, VectorStore
+from vector_service.store.rows import DISTANCE_COLUMN, ID_COLUMN, SCORE_COLUMN
 
 RRF_K = 60
 MAX_CANDIDATES = 200
@@ -62,20 +63,20 @@ def fuse(lists: list[tuple[Collection, str, list[dict[str, Any]]]], limit: int) 
     hits: dict[tuple[Collection, str], Hit] = {}
     for collection, kind, rows in lists:
         for rank, row in enumerate(rows, start=1):
-            key = (collection, row["id"])
+            key = (collection, row[ID_COLUMN])
             hit = hits.get(key)
             if hit is None:
                 hit = hits[key] = Hit(collection, row)
             hit.score += 1.0 / (RRF_K + rank)
             if kind == "vector":
-                hit.vector_distance = float(row["_distance"])
+                hit.vector_distance = float(row[DISTANCE_COLUMN])
             else:
-                hit.text_score = float(row["_score"])
+                hit.text_score = float(row[SCORE_COLUMN])
 
     def order(hit: Hit) -> tuple[float, float, float, str, str]:
         distance = hit.vector_distance if hit.vector_distance is not None else float("inf")
         text = hit.text_score if hit.text_score is not None else 0.0
-        return (-hit.score, distance, -text, hit.collection.value, hit.row["id"])
+        return (-hit.score, distance, -text, hit.collection.value, hit.row[ID_COLUMN])
 
     return sorted(hits.values(), key=order)[:limit]
 

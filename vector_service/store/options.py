@@ -1,0 +1,16 @@
+"""The store's tuning, in one record that server.store_options fills from VectorSettings (its
+own module so that every part of the store can take it without importing another part)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class StoreOptions:
+    index_threshold_rows: int = 50_000
+    index_partition_rows: int = 4096
+    nprobes: int = 40
+    refine_factor: int = 5
+    maintenance_writes: int = 100
+    maintenance_seconds: float = 30.0
