@@ -16,15 +16,14 @@ import math
 import numbers
 import re
 import struct
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import blurhash  # type: ignore[import-untyped]
 import imagehash
 import numpy as np
 from PIL import Image
 
-if TYPE_CHECKING:
-    from image_worker.processing import Decoded
+from image_worker.decoded import Decoded
 
 __all__ = ["describe", "exif_summary"]
 

@@ -65,6 +65,7 @@ from typing import Final
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
+from image_worker.decoded import Decoded
 from image_worker.image_metadata import describe
 
 __all__ = [
@@ -168,31 +169,6 @@ class Limits:
             raise ValueError(
                 f"unsupported input formats {unknown}; choose from {SUPPORTED_INPUT_FORMATS}"
             )
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Decoded:
-    """A decoded first frame, upright, sRGB, in mode RGB, RGBA, L or LA, without metadata.
-
-    ``width`` and ``height`` are the full upright size. ``image`` can be smaller when a JPEG
-    was decoded at reduced scale for the widths passed to ``decode``.
-    """
-
-    image: Image.Image
-    width: int
-    height: int
-    format: str
-    source_mode: str
-    frames: int
-    animated: bool
-    orientation: int
-    byte_size: int
-    # Read before the orientation was applied; summarised (never copied) by image_metadata.
-    exif: Image.Exif = field(repr=False)
-
-    @property
-    def has_alpha(self) -> bool:
-        return self.image.mode in ("RGBA", "LA")
 
 
 @dataclass(frozen=True, slots=True)
