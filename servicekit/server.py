@@ -53,7 +53,6 @@ class Running:
     server: grpc.Server
     port: int
     health: health.HealthServicer
-    service_names: list[str] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self, grace: float | None) -> None:
@@ -110,7 +109,7 @@ def build_server(
         bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"could not bind {address}")
-    return Running(server=server, port=bound, health=health_servicer, service_names=names)
+    return Running(server=server, port=bound, health=health_servicer)
 
 
 def wait_for_signal(stopping: threading.Event) -> None:
