@@ -1,9 +1,12 @@
-"""Server wiring shared by our processes: thread-pool server, the edge interceptor, health,
-reflection, optional TLS, and graceful shutdown on SIGTERM.
+"""Server wiring shared by our processes: thread-pool server with the interceptors it is given
+(ours pass servicekit.edge's), health, reflection, optional TLS, and graceful shutdown on
+SIGTERM/SIGINT.
 
-We serve with the sync `grpc.server` and a thread pool: measured on this 2-core machine it
-served about twice the unary calls/s of `grpc.aio` at half the CPU per call (see
-docs/benchmarks.md, `make bench`)."""
+We serve with the sync `grpc.server` and a thread pool because the data layer (SQLAlchemy
+sessions, LanceDB, Pillow) is synchronous, not for speed. `make bench` measures it against
+`grpc.aio` on the same Echo RPC (server_flavour in docs/benchmarks.md): on our 2-core machine
+the two serve about the same unary calls/s at about the same CPU per call, within the
+machine's noise; the benchmark's target is that sync costs no more than 10%."""
 
 from __future__ import annotations
 
