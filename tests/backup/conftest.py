@@ -21,7 +21,7 @@ from content_service.db.migrate import upgrade
 from image_worker.worker import Worker
 from loom_backup.progress import Printer
 from loom_backup.settings import BackupSettings
-from tests.content.flows import Tenant, make_definition, make_tenant, struct
+from tests.content.tenants_and_pages import Tenant, make_definition, make_tenant, struct
 from tests.images.helpers import download, upload
 from tests.integration.stack import Forwarder
 from tests.support import (

@@ -34,8 +34,8 @@ from content_service.db.models import (
     SectionEntry,
 )
 from servicekit.ids import new_id
-from tests.content.flows import Tenant, make_definition, make_page, make_tenant, struct
-from tests.content.flows_more import clone_stub, make_post, nav, posts, search, site_settings
+from tests.content.service_stubs import clone_stub, make_post, nav, posts, search, site_settings
+from tests.content.tenants_and_pages import Tenant, make_definition, make_page, make_tenant, struct
 from tests.support import ContentServer, raises_status
 
 N_PAGES = 1_000

@@ -4,7 +4,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 from loom.content.v1 import common_pb2, pages_pb2
 
-from tests.content.flows import make_definition, make_page, make_tenant, struct
+from tests.content.tenants_and_pages import make_definition, make_page, make_tenant, struct
 from tests.support import ContentServer, raises_status
 
 

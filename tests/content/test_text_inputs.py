@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from loom.content.v1 import pages_pb2, tenancy_pb2
 
-from tests.content.flows import make_tenant
+from tests.content.tenants_and_pages import make_tenant
 from tests.support import ContentServer, raises_status
 
 

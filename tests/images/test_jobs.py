@@ -11,7 +11,7 @@ from loom.content.v1 import images_pb2, images_pb2_grpc
 from sqlalchemy import update
 
 from content_service.db.models import Image as ImageRow
-from tests.content.flows import make_tenant, struct
+from tests.content.tenants_and_pages import make_tenant, struct
 from tests.images.helpers import (
     claim,
     download,

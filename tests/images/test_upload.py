@@ -11,7 +11,7 @@ import grpc
 import pytest
 from loom.content.v1 import images_pb2
 
-from tests.content.flows import make_tenant
+from tests.content.tenants_and_pages import make_tenant
 from tests.images.helpers import (
     download,
     images_stub,

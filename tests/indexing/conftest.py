@@ -12,7 +12,7 @@ from loom.content.v1 import indexing_pb2, indexing_pb2_grpc
 from loom.vector.v1 import vector_pb2
 
 from content_service.db.engine import Database
-from tests.content.flows import Tenant, make_definition, make_tenant
+from tests.content.tenants_and_pages import Tenant, make_definition, make_tenant
 from tests.support import (
     ContentServer,
     CountingEmbedder,

@@ -8,8 +8,8 @@ from pathlib import Path
 from loom.content.v1 import indexing_pb2, indexing_pb2_grpc, pages_pb2
 from loom.vector.v1 import vector_pb2
 
-from tests.content.flows import Tenant, make_page
-from tests.content.flows_more import make_post
+from tests.content.service_stubs import make_post
+from tests.content.tenants_and_pages import Tenant, make_page
 from tests.indexing.conftest import Stack
 from tests.support import wait_until
 

@@ -11,7 +11,7 @@ from loom.content.v1 import images_pb2
 from loom.vector.v1 import vector_pb2
 
 from image_worker.worker import Worker
-from tests.content.flows import Tenant
+from tests.content.tenants_and_pages import Tenant
 from tests.images.helpers import images_stub, upload
 from tests.indexing.conftest import Stack
 from tests.support import wait_until, worker_settings

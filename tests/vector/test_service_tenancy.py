@@ -12,7 +12,7 @@ import pytest
 from loom.content.v1 import tenancy_pb2
 from loom.vector.v1 import vector_pb2
 
-from tests.content.flows import make_tenant
+from tests.content.tenants_and_pages import make_tenant
 from tests.support import (
     ContentServer,
     VectorServer,

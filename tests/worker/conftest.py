@@ -16,7 +16,7 @@ from loom.vector.v1 import vector_pb2
 
 from image_worker.settings import WorkerSettings
 from image_worker.worker import Worker
-from tests.content.flows import Tenant, make_tenant
+from tests.content.tenants_and_pages import Tenant, make_tenant
 from tests.images.helpers import download, upload
 from tests.support import (
     SERVICE_TOKEN,
