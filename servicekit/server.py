@@ -1,9 +1,12 @@
-"""Server wiring shared by our processes: thread-pool server, the edge interceptor, health,
-reflection, optional TLS, and graceful shutdown on SIGTERM.
+"""Server wiring shared by our processes: thread-pool server with the interceptors it is given
+(ours pass servicekit.edge's), health, reflection, optional TLS, and graceful shutdown on
+SIGTERM/SIGINT.
 
-We serve with the sync `grpc.server` and a thread pool: measured on this 2-core machine it
-served about twice the unary calls/s of `grpc.aio` at half the CPU per call (see
-docs/benchmarks.md, `make bench`)."""
+We serve with the sync `grpc.server` and a thread pool because the data layer (SQLAlchemy
+sessions, LanceDB, Pillow) is synchronous, not for speed. `make bench` measures it against
+`grpc.aio` on the same Echo RPC (server_flavour in docs/benchmarks.md): on our 2-core machine
+the two serve about the same unary calls/s at about the same CPU per call, within the
+machine's noise; the benchmark's target is that sync costs no more than 10%."""
 
 from __future__ import annotations
 
@@ -53,7 +56,6 @@ class Running:
     server: grpc.Server
     port: int
     health: health.HealthServicer
-    service_names: list[str] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self, grace: float | None) -> None:
@@ -110,7 +112,7 @@ def build_server(
         bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"could not bind {address}")
-    return Running(server=server, port=bound, health=health_servicer, service_names=names)
+    return Running(server=server, port=bound, health=health_servicer)
 
 
 def wait_for_signal(stopping: threading.Event) -> None:

@@ -1,18 +1,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
 from content_service.db.engine import Database
 from content_service.db.migrate import upgrade
-from content_service.server import create_server
-from content_service.settings import ContentSettings
-from servicekit.server import Running
-from tests.support import ADMIN_KEY, SERVICE_TOKEN, Clients, database_url, postgres_wanted
+from tests.support import (
+    ContentServer,
+    ContentServerFactory,
+    content_settings,
+    database_url,
+    postgres_wanted,
+    start_content,
+)
 from tests.worker.vision_stub import VisionServer, serving_vision
 
 
@@ -39,48 +41,30 @@ def migrated_db(db_url: str) -> Iterator[Database]:
     db.dispose()
 
 
-@dataclass
-class ContentServer:
-    running: Running
-    db: Database
-    settings: ContentSettings
-    address: str
-    channel: grpc.Channel
+@pytest.fixture
+def content_servers(
+    migrated_db: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ContentServerFactory]:
+    """`content_servers(data_dir=None, **overrides)` starts a content server on the test's
+    database with settings overrides, e.g. `content_servers(lease_seconds=1, max_attempts=2)`,
+    in its own new data folder unless one is given. Every server started is stopped at the end
+    (a test may stop one itself first)."""
+    started: list[ContentServer] = []
 
-    @property
-    def admin(self) -> Clients:
-        return Clients(self.channel, ADMIN_KEY)
+    def start(data_dir: Path | None = None, **overrides: object) -> ContentServer:
+        folder = data_dir or tmp_path_factory.mktemp("data")
+        server = start_content(content_settings(folder, migrated_db.url, **overrides), migrated_db)
+        started.append(server)
+        return server
 
-    def client(self, key: str | None) -> Clients:
-        return Clients(self.channel, key)
-
-
-def content_settings(tmp_path: Path, db_url: str, **overrides: object) -> ContentSettings:
-    values: dict[str, object] = {
-        "data_dir": tmp_path,
-        "database_url_override": db_url,
-        "admin_key": ADMIN_KEY,
-        "service_token": SERVICE_TOKEN,
-        "port": 0,
-        # No dispatcher unless a test gives it a vector_service (tests/indexing does).
-        "vector_address": "",
-        **overrides,
-    }
-    return ContentSettings(**values)  # type: ignore[arg-type]
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture
-def content_server(migrated_db: Database, tmp_path: Path) -> Iterator[ContentServer]:
-    settings = content_settings(tmp_path, migrated_db.url)
-    running = create_server(settings, database=migrated_db)
-    running.server.start()
-    address = f"127.0.0.1:{running.port}"
-    channel = grpc.insecure_channel(address)
-    try:
-        yield ContentServer(running, migrated_db, settings, address, channel)
-    finally:
-        channel.close()
-        running.stop(grace=1)
+def content_server(content_servers: ContentServerFactory, tmp_path: Path) -> ContentServer:
+    return content_servers(tmp_path)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,9 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from loom.vector.v1 import vector_pb2_grpc
+from numpy.typing import NDArray
+
+from content_service.db.engine import Database
+from content_service.server import create_server as create_content_server
+from content_service.settings import ContentSettings
+from image_worker.settings import WorkerSettings
+from servicekit.server import Running
+from vector_service.embeddings import Embedder, EmbedderConfig, create_embedder
+from vector_service.settings import VectorSettings
 
 ADMIN_KEY = "test-admin-key"
 SERVICE_TOKEN = "test-service-token"
@@ -168,3 +179,176 @@ class Clients:
 
     def as_key(self, key: str | None) -> Clients:
         return Clients(self.channel, key)
+
+
+# ------------------------------------------------------------- servers, in process on port 0
+
+
+@dataclass
+class ContentServer:
+    """content_service in process (`start_content`), its database and settings, and a channel
+    to it."""
+
+    running: Running
+    db: Database
+    settings: ContentSettings
+    address: str
+    channel: grpc.Channel
+
+    @property
+    def admin(self) -> Clients:
+        return Clients(self.channel, ADMIN_KEY)
+
+    def client(self, key: str | None) -> Clients:
+        return Clients(self.channel, key)
+
+    def stop(self, grace: float = 1) -> None:
+        self.channel.close()
+        self.running.stop(grace=grace)
+
+
+ContentServerFactory = Callable[..., ContentServer]
+
+
+def content_settings(tmp_path: Path, db_url: str, **overrides: object) -> ContentSettings:
+    values: dict[str, object] = {
+        "data_dir": tmp_path,
+        "database_url_override": db_url,
+        "admin_key": ADMIN_KEY,
+        "service_token": SERVICE_TOKEN,
+        "port": 0,
+        # No dispatcher unless a test gives it a vector_service (tests/indexing does).
+        "vector_address": "",
+        **overrides,
+    }
+    return ContentSettings(**values)  # type: ignore[arg-type]
+
+
+def start_content(settings: ContentSettings, db: Database) -> ContentServer:
+    """content_service's own create_server over `db`, started, with a channel to it. Tests get
+    one through the `content_server` / `content_servers` fixtures (tests/conftest.py)."""
+    running = create_content_server(settings, database=db)
+    running.server.start()
+    address = f"127.0.0.1:{running.port}"
+    return ContentServer(running, db, settings, address, grpc.insecure_channel(address))
+
+
+class CountingEmbedder:
+    """Wraps a real embedder, counting calls and texts; `delay` slows every call down (to
+    watch a reindex while it runs)."""
+
+    def __init__(self, inner: Embedder, delay: float = 0.0) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.calls = 0
+        self.texts = 0
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def dimensions(self) -> int:
+        return self.inner.dimensions
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        with self._lock:
+            self.calls += 1
+            self.texts += len(texts)
+        if self.delay:
+            time.sleep(self.delay)
+        return self.inner.embed(texts)
+
+
+def hash_embedder(dimensions: int = 384, delay: float = 0.0) -> CountingEmbedder:
+    return CountingEmbedder(
+        create_embedder(EmbedderConfig(provider="hash", dimensions=dimensions)), delay
+    )
+
+
+def vector_settings(tmp_path: Path, **overrides: Any) -> VectorSettings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "lancedb_uri": str(tmp_path / "lancedb"),
+        "embedder": "hash",
+        "port": 0,
+        "service_token": SERVICE_TOKEN,
+        # Nothing listens there: a tenant key is UNAVAILABLE unless a test starts content.
+        "content_address": "127.0.0.1:9",
+        "content_timeout_seconds": 1.0,
+        **overrides,
+    }
+    return VectorSettings(**values)
+
+
+class VectorServer:
+    """vector_service's own create_server in process, started, with a channel to it that
+    outlives restarts: `stop` and `start` again on the same port and LanceDB folder, as an
+    operator would restart it."""
+
+    def __init__(self, settings: VectorSettings, embedder: CountingEmbedder) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.running: Running | None = None
+        self.port = settings.port
+        self.start()
+        self.channel = grpc.insecure_channel(self.address)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        # Imported here: LanceDB takes about a second to import, which only the tests that
+        # start a vector_service need to pay.
+        from vector_service.server import create_server as create_vector_server
+
+        settings = self.settings.model_copy(update={"port": self.port})
+        self.running = create_vector_server(settings, embedder=self.embedder)
+        self.running.server.start()
+        self.port = self.running.port
+
+    def stop(self, grace: float = 0) -> None:
+        if self.running is not None:
+            self.running.stop(grace=grace)
+            self.running = None
+
+    def close(self, grace: float = 0) -> None:
+        self.channel.close()
+        self.stop(grace)
+
+    def stub(self, key: str | None = SERVICE_TOKEN) -> Any:
+        return Stub(vector_pb2_grpc.VectorServiceStub(self.channel), key, timeout=60)
+
+    @property
+    def service(self) -> Any:
+        return self.stub()
+
+
+@contextmanager
+def serving_vector(settings: VectorSettings, embedder: CountingEmbedder) -> Iterator[VectorServer]:
+    """A VectorServer for as long as the block runs."""
+    server = VectorServer(settings, embedder)
+    try:
+        yield server
+    finally:
+        server.close(grace=5)
+
+
+def worker_settings(
+    data_dir: Path, content_address: str, vector_address: str, **overrides: Any
+) -> WorkerSettings:
+    """An image worker's settings against in-process servers (the tests' service token)."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "service_token": SERVICE_TOKEN,
+        "content_address": content_address,
+        "vector_address": vector_address,
+        **overrides,
+    }
+    return WorkerSettings(**values)

@@ -35,7 +35,6 @@ from servicekit.errors import NotFound, invalid
 from servicekit.ids import new_id
 from servicekit.pagination import PageRequest
 
-STATES = ("pending", "processing", "completed", "failed")
 VARIANT_FORMATS = {"webp": "image/webp", "avif": "image/avif"}
 MAX_FILENAME = 255
 MAX_ALT_TEXT = 2000

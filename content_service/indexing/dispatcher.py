@@ -60,7 +60,6 @@ class Row:
 class DispatcherStats:
     delivered: int = 0
     embedded: int = 0
-    failed_rounds: int = 0
     last_delivery_at: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
@@ -200,7 +199,6 @@ class Dispatcher:
 
     def _failed(self, rows: list[Row], error: str) -> None:
         error = error[:MAX_ERROR_CHARS]
-        self.stats.failed_rounds += 1
         self.stats.last_error = error
         self.stats.last_error_at = time.time()
         attempts = max(r.attempts for r in rows) + 1

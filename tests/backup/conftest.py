@@ -12,26 +12,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from loom.content.v1 import images_pb2, images_pb2_grpc, indexing_pb2, indexing_pb2_grpc
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
 from content_service.db.engine import Database
 from content_service.db.migrate import upgrade
-from content_service.server import create_server as create_content_server
-from image_worker.settings import WorkerSettings
 from image_worker.worker import Worker
 from loom_backup.progress import Printer
 from loom_backup.settings import BackupSettings
-from servicekit.server import Running
-from tests.conftest import content_settings
-from tests.content.flows import Tenant, make_definition, make_tenant, struct
+from tests.content.tenants_and_pages import Tenant, make_definition, make_tenant, struct
 from tests.images.helpers import download, upload
 from tests.integration.stack import Forwarder
-from tests.support import ADMIN_KEY, SERVICE_TOKEN, Clients, Stub, wait_until
-from vector_service.server import create_server as create_vector_server
-from vector_service.settings import VectorSettings
+from tests.support import (
+    SERVICE_TOKEN,
+    Clients,
+    ContentServer,
+    Stub,
+    VectorServer,
+    content_settings,
+    hash_embedder,
+    start_content,
+    vector_settings,
+    wait_until,
+    worker_settings,
+)
 
 
 @pytest.fixture
@@ -44,38 +49,28 @@ def backend() -> str:
 class LiveStack:
     data_dir: Path
     db: Database
-    vector: Running
-    content: Running
-    content_channel: grpc.Channel
-    vector_channel: grpc.Channel
+    vector: VectorServer
+    content: ContentServer
     workers: list[Worker] = field(default_factory=list)
     stopped: bool = False
 
     @property
-    def content_address(self) -> str:
-        return f"127.0.0.1:{self.content.port}"
-
-    @property
-    def vector_address(self) -> str:
-        return f"127.0.0.1:{self.vector.port}"
-
-    @property
     def admin(self) -> Clients:
-        return Clients(self.content_channel, ADMIN_KEY)
+        return self.content.admin
 
     @property
     def indexing(self) -> Stub:
-        return Stub(indexing_pb2_grpc.IndexingServiceStub(self.content_channel), SERVICE_TOKEN)
+        return Stub(indexing_pb2_grpc.IndexingServiceStub(self.content.channel), SERVICE_TOKEN)
 
     @property
     def vectors(self) -> Stub:
-        return Stub(vector_pb2_grpc.VectorServiceStub(self.vector_channel), SERVICE_TOKEN)
+        return Stub(vector_pb2_grpc.VectorServiceStub(self.vector.channel), SERVICE_TOKEN)
 
     def settings(self) -> BackupSettings:
         return BackupSettings(
             data_dir=self.data_dir,
-            content_address=self.content_address,
-            vector_address=self.vector_address,
+            content_address=self.content.address,
+            vector_address=self.vector.address,
             service_token=SERVICE_TOKEN,
         )
 
@@ -88,11 +83,10 @@ class LiveStack:
 
     def start_worker(self) -> Worker:
         worker = Worker(
-            WorkerSettings(
-                data_dir=self.data_dir,
-                service_token=SERVICE_TOKEN,
-                content_address=self.content_address,
-                vector_address=self.vector_address,
+            worker_settings(
+                self.data_dir,
+                self.content.address,
+                self.vector.address,
                 name=f"backup-test-worker-{len(self.workers) + 1}",
                 concurrency=2,
                 widths=(48,),
@@ -114,10 +108,8 @@ class LiveStack:
         for worker in self.workers:
             worker.stop(grace=2)
         self.workers.clear()
-        self.content_channel.close()
-        self.vector_channel.close()
         self.content.stop(grace=2)
-        self.vector.stop(grace=2)
+        self.vector.close(grace=2)
         self.db.dispose()
 
 
@@ -127,38 +119,31 @@ def start_stack(data_dir: Path, db_url: str | None = None) -> LiveStack:
     data_dir.mkdir(parents=True, exist_ok=True)
     # vector_service resolves tenant keys through content_service, which starts after it.
     forwarder = Forwarder()
-    vector = create_vector_server(
-        VectorSettings(
-            data_dir=data_dir,
-            embedder="hash",
-            port=0,
-            service_token=SERVICE_TOKEN,
+    vector = VectorServer(
+        vector_settings(
+            data_dir,
+            # LanceDB where `make run` keeps it (DATA_DIR/lancedb), and the service's own
+            # timeout for asking content_service about a tenant key (through the forwarder).
+            lancedb_uri="",
             content_address=forwarder.address,
-        )
+            content_timeout_seconds=2.0,
+        ),
+        hash_embedder(),
     )
-    vector.server.start()
     url = db_url or f"sqlite:///{data_dir / 'content.db'}"
     db = Database(url)
     upgrade(db)
     settings = content_settings(
         data_dir,
         url,
-        vector_address=f"127.0.0.1:{vector.port}",
+        vector_address=vector.address,
         outbox_poll_seconds=0.1,
         lease_seconds=2,
     )
-    content = create_content_server(settings, database=db)
-    content.server.start()
-    forwarder.point_at(f"127.0.0.1:{content.port}")
-    content.on_stop.append(forwarder.close)
-    return LiveStack(
-        data_dir=data_dir,
-        db=db,
-        vector=vector,
-        content=content,
-        content_channel=grpc.insecure_channel(f"127.0.0.1:{content.port}"),
-        vector_channel=grpc.insecure_channel(f"127.0.0.1:{vector.port}"),
-    )
+    content = start_content(settings, db)
+    forwarder.point_at(content.address)
+    content.running.on_stop.append(forwarder.close)
+    return LiveStack(data_dir=data_dir, db=db, vector=vector, content=content)
 
 
 @pytest.fixture
@@ -236,7 +221,7 @@ def make_site(stack: LiveStack, name: str = "acme") -> Site:
 
 def site_on(stack: LiveStack, site: Site) -> Site:
     """The same tenant, reached through another (restored) stack."""
-    client = Clients(stack.content_channel, site.tenant.key)
+    client = Clients(stack.content.channel, site.tenant.key)
     tenant = Tenant(
         site.tenant.team_id, site.tenant.key, site.tenant.site_id, site.tenant.env_id, client
     )

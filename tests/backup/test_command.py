@@ -50,9 +50,9 @@ def test_backup_restore_and_level_through_the_command(
             "backup",
             str(target),
             "--content",
-            stack.content_address,
+            stack.content.address,
             "--vector",
-            stack.vector_address,
+            stack.vector.address,
         ],
         configure_logs=False,
     )
@@ -80,6 +80,6 @@ def test_backup_restore_and_level_through_the_command(
     assert search_pages(again, same, "Page about\nwe repair sailing boats")[:1] == [page.id]
 
     clean_env.setenv("DATA_DIR", str(restored))
-    code = main(["--quiet", "reconcile", "--content", again.content_address], configure_logs=False)
+    code = main(["--quiet", "reconcile", "--content", again.content.address], configure_logs=False)
     assert code == 0
     assert "zero drift" in capsys.readouterr().out

@@ -63,7 +63,7 @@ def test_postgres_backup_and_restore(stacks: Callable[..., LiveStack], tmp_path:
         assert not list(restored.rglob("*.dump"))
         again = stacks(restored, target_url)
         try:
-            report = level(again.content_channel, SERVICE_TOKEN, quiet(), timeout=60)
+            report = level(again.content.channel, SERVICE_TOKEN, quiet(), timeout=60)
             assert report.drift == 0, report.final
             same = site_on(again, site)
             for page in pages:

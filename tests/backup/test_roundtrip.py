@@ -61,7 +61,7 @@ def test_round_trip_restores_pages_images_and_vectors(
     assert not (restored / "admin.key").exists()  # secrets are not in backups
 
     again = stacks(restored)
-    report = level(again.content_channel, SERVICE_TOKEN, quiet(), timeout=60)
+    report = level(again.content.channel, SERVICE_TOKEN, quiet(), timeout=60)
     assert report.drift == 0
     same = site_on(again, site)
     for page in pages:

@@ -24,12 +24,12 @@ from tests.worker import images
 
 
 def content_backup(stack: LiveStack, directory: str, key: str = SERVICE_TOKEN) -> list[object]:
-    stub = Stub(content_backup_grpc.BackupServiceStub(stack.content_channel), key)
+    stub = Stub(content_backup_grpc.BackupServiceStub(stack.content.channel), key)
     return list(stub.CreateBackup(content_backup_pb2.CreateBackupRequest(directory=directory)))
 
 
 def vector_backup(stack: LiveStack, directory: str, key: str = SERVICE_TOKEN) -> list[object]:
-    stub = Stub(vector_backup_grpc.VectorBackupServiceStub(stack.vector_channel), key)
+    stub = Stub(vector_backup_grpc.VectorBackupServiceStub(stack.vector.channel), key)
     return list(
         stub.CreateVectorBackup(vector_backup_pb2.CreateVectorBackupRequest(directory=directory))
     )

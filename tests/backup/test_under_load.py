@@ -95,7 +95,7 @@ def test_backup_under_write_load(stacks: Callable[..., LiveStack], tmp_path: Pat
     restore(outcome.target, restored, printer=quiet())
 
     again = stacks(restored)
-    report = level(again.content_channel, SERVICE_TOKEN, quiet(), timeout=60)
+    report = level(again.content.channel, SERVICE_TOKEN, quiet(), timeout=60)
     assert report.drift == 0, report.final
 
     same = site_on(again, site)

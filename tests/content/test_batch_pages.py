@@ -15,10 +15,9 @@ from sqlalchemy import func, select
 
 from content_service.db.models import Base
 from content_service.pages import MAX_PAGES_PER_BATCH
-from tests.conftest import ContentServer
-from tests.content.flows import Tenant, make_definition, make_page, make_tenant, struct
-from tests.content.flows_more import search_ids
-from tests.support import raises_status
+from tests.content.service_stubs import search_ids
+from tests.content.tenants_and_pages import Tenant, make_definition, make_page, make_tenant, struct
+from tests.support import ContentServer, raises_status
 
 
 def item(

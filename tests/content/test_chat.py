@@ -8,10 +8,9 @@ import grpc
 from loom.content.v1 import chat_pb2, tenancy_pb2
 from sqlalchemy import text
 
-from tests.conftest import ContentServer
-from tests.content.flows import Tenant, make_tenant, struct
-from tests.content.flows_more import chat, collect
-from tests.support import raises_status
+from tests.content.service_stubs import chat, collect
+from tests.content.tenants_and_pages import Tenant, make_tenant, struct
+from tests.support import ContentServer, raises_status
 
 USER = chat_pb2.MESSAGE_ROLE_USER
 ASSISTANT = chat_pb2.MESSAGE_ROLE_ASSISTANT

@@ -34,10 +34,9 @@ from content_service.db.models import (
 from content_service.db.values import dumps
 from content_service.indexing import fulltext as search_index
 from servicekit.ids import new_id
-from tests.conftest import ContentServer
-from tests.content.flows import Tenant, make_definition, make_page, make_tenant, struct
-from tests.content.flows_more import clone_stub, make_post, nav, posts, search, site_settings
-from tests.support import raises_status
+from tests.content.service_stubs import clone_stub, make_post, nav, posts, search, site_settings
+from tests.content.tenants_and_pages import Tenant, make_definition, make_page, make_tenant, struct
+from tests.support import ContentServer, raises_status
 
 N_PAGES = 1_000
 SECTIONS_PER_PAGE = 3

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from google.protobuf import field_mask_pb2
 from loom.content.v1 import pages_pb2
 
-from tests.conftest import ContentServer
-from tests.content.flows import make_definition, make_page, make_tenant, struct
+from tests.content.tenants_and_pages import make_definition, make_page, make_tenant, struct
+from tests.support import ContentServer
 
 CLIENTS = 8
 

@@ -17,8 +17,7 @@ from content_service.db.engine import (
 )
 from content_service.db.migrate import StaleSchemaError, downgrade, ensure_current, upgrade
 from content_service.server import create_server
-from tests.conftest import ContentServer, content_settings
-from tests.support import wait_until
+from tests.support import ContentServer, content_settings, wait_until
 
 
 def test_sqlite_connections_use_wal_and_safe_settings(tmp_path: Path) -> None:

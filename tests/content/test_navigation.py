@@ -6,10 +6,9 @@ import grpc
 from loom.content.v1 import navigation_pb2, pages_pb2, tenancy_pb2
 from sqlalchemy import text
 
-from tests.conftest import ContentServer
-from tests.content.flows import Tenant, make_definition, make_page, make_tenant
-from tests.content.flows_more import collect, nav
-from tests.support import raises_status
+from tests.content.service_stubs import collect, nav
+from tests.content.tenants_and_pages import Tenant, make_definition, make_page, make_tenant
+from tests.support import ContentServer, raises_status
 
 Item = navigation_pb2.MenuItem
 

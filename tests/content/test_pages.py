@@ -4,9 +4,8 @@ import grpc
 from google.protobuf import field_mask_pb2
 from loom.content.v1 import common_pb2, pages_pb2
 
-from tests.conftest import ContentServer
-from tests.content.flows import make_definition, make_page, make_tenant, struct
-from tests.support import raises_status
+from tests.content.tenants_and_pages import make_definition, make_page, make_tenant, struct
+from tests.support import ContentServer, raises_status
 
 
 def test_create_page_with_sections_and_read_back_by_id_and_slug(

@@ -10,10 +10,9 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from loom.content.v1 import common_pb2, posts_pb2
 from sqlalchemy import text
 
-from tests.conftest import ContentServer
-from tests.content.flows import Tenant, make_tenant
-from tests.content.flows_more import collect, make_post, posts
-from tests.support import raises_status
+from tests.content.service_stubs import collect, make_post, posts
+from tests.content.tenants_and_pages import Tenant, make_tenant
+from tests.support import ContentServer, raises_status
 
 PUBLISHED = common_pb2.CONTENT_STATUS_PUBLISHED
 DRAFT = common_pb2.CONTENT_STATUS_DRAFT

@@ -25,9 +25,17 @@ from loom.content.v1 import (
 from sqlalchemy import event
 
 from content_service.db.raw import RawSelect
-from tests.conftest import ContentServer
-from tests.content.flows import make_definition, make_page, make_tenant, struct
-from tests.content.flows_more import chat, clone_stub, make_post, nav, posts, search, site_settings
+from tests.content.service_stubs import (
+    chat,
+    clone_stub,
+    make_post,
+    nav,
+    posts,
+    search,
+    site_settings,
+)
+from tests.content.tenants_and_pages import make_definition, make_page, make_tenant, struct
+from tests.support import ContentServer
 
 PUBLISHED = common_pb2.CONTENT_STATUS_PUBLISHED
 

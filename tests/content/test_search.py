@@ -10,10 +10,9 @@ from google.protobuf import field_mask_pb2
 from loom.content.v1 import common_pb2, pages_pb2, posts_pb2, search_pb2, tenancy_pb2
 from sqlalchemy import text
 
-from tests.conftest import ContentServer
-from tests.content.flows import Tenant, make_definition, make_tenant, struct
-from tests.content.flows_more import make_post, posts, search, search_ids
-from tests.support import errors_of, raises_status
+from tests.content.service_stubs import make_post, posts, search, search_ids
+from tests.content.tenants_and_pages import Tenant, make_definition, make_tenant, struct
+from tests.support import ContentServer, errors_of, raises_status
 
 OPEN_SCHEMA = {"type": "object"}
 PAGE = search_pb2.SEARCH_KIND_PAGE

@@ -12,8 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from loom.content.v1 import pages_pb2, tenancy_pb2
 
-from tests.conftest import ContentServer
-from tests.support import raises_status
+from tests.support import ContentServer, raises_status
 
 
 def test_health_overall_and_per_service(content_server: ContentServer) -> None:

@@ -9,10 +9,9 @@ from google.protobuf import field_mask_pb2
 from loom.content.v1 import settings_pb2
 from sqlalchemy import text
 
-from tests.conftest import ContentServer
-from tests.content.flows import Tenant, make_tenant, struct
-from tests.content.flows_more import site_settings
-from tests.support import raises_status
+from tests.content.service_stubs import site_settings
+from tests.content.tenants_and_pages import Tenant, make_tenant, struct
+from tests.support import ContentServer, raises_status
 
 
 def update(t: Tenant, paths: list[str], **fields: Any) -> settings_pb2.SiteSettings:

@@ -3,9 +3,8 @@ from __future__ import annotations
 import grpc
 from loom.content.v1 import pages_pb2, tenancy_pb2
 
-from tests.conftest import ContentServer
-from tests.content.flows import make_definition, make_page, make_tenant
-from tests.support import SERVICE_TOKEN, raises_status
+from tests.content.tenants_and_pages import make_definition, make_page, make_tenant
+from tests.support import SERVICE_TOKEN, ContentServer, raises_status
 
 
 def test_only_admin_creates_teams(content_server: ContentServer) -> None:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import grpc
 from loom.content.v1 import pages_pb2, tenancy_pb2
 
-from tests.conftest import ContentServer
-from tests.content.flows import make_tenant
-from tests.support import raises_status
+from tests.content.tenants_and_pages import make_tenant
+from tests.support import ContentServer, raises_status
 
 
 def test_nul_in_text_fields_is_invalid_argument(content_server: ContentServer) -> None:

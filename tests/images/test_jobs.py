@@ -11,9 +11,7 @@ from loom.content.v1 import images_pb2, images_pb2_grpc
 from sqlalchemy import update
 
 from content_service.db.models import Image as ImageRow
-from tests.conftest import ContentServer
-from tests.content.flows import make_tenant, struct
-from tests.images.conftest import ServerFactory
+from tests.content.tenants_and_pages import make_tenant, struct
 from tests.images.helpers import (
     claim,
     download,
@@ -26,7 +24,7 @@ from tests.images.helpers import (
     upload,
     upload_variant,
 )
-from tests.support import SERVICE_TOKEN, raises_status
+from tests.support import SERVICE_TOKEN, ContentServer, ContentServerFactory, raises_status
 
 Image = images_pb2.Image
 
@@ -184,9 +182,9 @@ def test_jobs_need_the_service_token(content_server: ContentServer) -> None:
 
 
 def test_expired_lease_is_taken_over_and_the_old_token_is_fenced(
-    server_factory: ServerFactory,
+    content_servers: ContentServerFactory,
 ) -> None:
-    server = server_factory(lease_seconds=1)
+    server = content_servers(lease_seconds=1)
     t = make_tenant(server.admin)
     images, jobs = images_stub(t.client), jobs_stub(server.admin)
     image = upload(images, t.env_id, picture("PNG", 50, 50))
@@ -250,8 +248,8 @@ def test_expired_lease_is_taken_over_and_the_old_token_is_fenced(
     assert download(images, image.id, (25, "webp"))[1] == fresh
 
 
-def test_retryable_failures_stop_at_max_attempts(server_factory: ServerFactory) -> None:
-    server = server_factory(max_attempts=2)
+def test_retryable_failures_stop_at_max_attempts(content_servers: ContentServerFactory) -> None:
+    server = content_servers(max_attempts=2)
     t = make_tenant(server.admin)
     images, jobs = images_stub(t.client), jobs_stub(server.admin)
     image = upload(images, t.env_id, picture())
@@ -273,8 +271,8 @@ def test_retryable_failures_stop_at_max_attempts(server_factory: ServerFactory) 
     assert images.GetImage(images_pb2.GetImageRequest(id=image.id)) == final
 
 
-def test_expired_leases_count_as_attempts(server_factory: ServerFactory) -> None:
-    server = server_factory(max_attempts=2)
+def test_expired_leases_count_as_attempts(content_servers: ContentServerFactory) -> None:
+    server = content_servers(max_attempts=2)
     t = make_tenant(server.admin)
     images, jobs = images_stub(t.client), jobs_stub(server.admin)
     image = upload(images, t.env_id, picture())
@@ -384,9 +382,9 @@ def test_concurrent_claimers_never_get_the_same_image(content_server: ContentSer
 
 
 def test_waiting_claims_are_capped_so_they_cannot_hold_every_server_thread(
-    server_factory: ServerFactory,
+    content_servers: ContentServerFactory,
 ) -> None:
-    server = server_factory(workers=2)  # at most one claim may wait
+    server = content_servers(workers=2)  # at most one claim may wait
     jobs = jobs_stub(server.admin)
     waiter = threading.Thread(target=lambda: claim(jobs, wait=3))
     waiter.start()

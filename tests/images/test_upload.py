@@ -11,9 +11,7 @@ import grpc
 import pytest
 from loom.content.v1 import images_pb2
 
-from tests.conftest import ContentServer
-from tests.content.flows import make_tenant
-from tests.images.conftest import ServerFactory
+from tests.content.tenants_and_pages import make_tenant
 from tests.images.helpers import (
     download,
     images_stub,
@@ -23,7 +21,7 @@ from tests.images.helpers import (
     upload,
     upload_requests,
 )
-from tests.support import raises_status
+from tests.support import ContentServer, ContentServerFactory, raises_status
 
 Image = images_pb2.Image
 
@@ -155,8 +153,8 @@ def test_upload_header_is_validated(content_server: ContentServer) -> None:
     nothing_left_behind(content_server)
 
 
-def test_size_limit_is_enforced_as_bytes_arrive(server_factory: ServerFactory) -> None:
-    server = server_factory(max_upload_bytes=50_000)
+def test_size_limit_is_enforced_as_bytes_arrive(content_servers: ContentServerFactory) -> None:
+    server = content_servers(max_upload_bytes=50_000)
     t = make_tenant(server.admin)
     stub = images_stub(t.client)
     big = picture("PNG", 200, 200, noise_seed=1)  # ~120 KB of noise

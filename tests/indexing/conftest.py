@@ -4,27 +4,26 @@ embedder, counted), both on loopback, over a real SQLite file or PostgreSQL data
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 from loom.content.v1 import indexing_pb2, indexing_pb2_grpc
 from loom.vector.v1 import vector_pb2
 
 from content_service.db.engine import Database
-from content_service.server import create_server
-from tests.conftest import ContentServer, content_settings
-from tests.content.flows import Tenant, make_definition, make_tenant
-from tests.support import Stub, wait_until
-from tests.vector.conftest import (
+from tests.content.tenants_and_pages import Tenant, make_definition, make_tenant
+from tests.support import (
+    ContentServer,
     CountingEmbedder,
+    Stub,
     VectorServer,
+    content_settings,
     hash_embedder,
-    serve,
     vector_settings,
+    wait_until,
 )
+from tests.support import start_content as start_content_server
 
 COLLECTION = {
     "pages": vector_pb2.COLLECTION_PAGES,
@@ -36,23 +35,35 @@ COLLECTION = {
 
 @dataclass
 class Stack:
+    db: Database
     vector_dir: Path
     embedder: CountingEmbedder
     content: ContentServer = field(init=False)
     vector: VectorServer | None = None
     vector_port: int = 0
-    _exits: ExitStack = field(default_factory=ExitStack)
 
     def start_vector(self) -> VectorServer:
         settings = vector_settings(self.vector_dir, port=self.vector_port)
-        self.vector = self._exits.enter_context(serve(settings, self.embedder))
-        self.vector_port = self.vector.running.port
+        self.vector = VectorServer(settings, self.embedder)
+        self.vector_port = self.vector.port
         return self.vector
 
     def stop_vector(self) -> None:
-        self._exits.close()
-        self._exits = ExitStack()
+        if self.vector is not None:
+            self.vector.close(grace=5)
         self.vector = None
+
+    def start_content(self, data_dir: Path) -> ContentServer:
+        """content_service on the test's database, delivering its outbox to this stack's
+        vector_service (the caller stops it)."""
+        settings = content_settings(
+            data_dir,
+            self.db.url,
+            vector_address=f"127.0.0.1:{self.vector_port}",
+            outbox_poll_seconds=0.05,
+            outbox_backoff_cap_seconds=1.0,
+        )
+        return start_content_server(settings, self.db)
 
     @property
     def indexing(self) -> Stub:
@@ -101,31 +112,15 @@ class Stack:
         return [r.document.id for r in response.results]
 
 
-def start_content(db: Database, data_dir: Path, vector_address: str) -> ContentServer:
-    settings = content_settings(
-        data_dir,
-        db.url,
-        vector_address=vector_address,
-        outbox_poll_seconds=0.05,
-        outbox_backoff_cap_seconds=1.0,
-    )
-    running = create_server(settings, database=db)
-    running.server.start()
-    address = f"127.0.0.1:{running.port}"
-    return ContentServer(running, db, settings, address, grpc.insecure_channel(address))
-
-
 @pytest.fixture
 def stack(migrated_db: Database, tmp_path: Path) -> Iterator[Stack]:
-    embedder = hash_embedder()
-    s = Stack(vector_dir=tmp_path / "vector", embedder=embedder)
-    vector = s.start_vector()
-    s.content = start_content(migrated_db, tmp_path / "content", vector.address)
+    s = Stack(db=migrated_db, vector_dir=tmp_path / "vector", embedder=hash_embedder())
+    s.start_vector()
+    s.content = s.start_content(tmp_path / "content")
     try:
         yield s
     finally:
-        s.content.channel.close()
-        s.content.running.stop(grace=1)
+        s.content.stop()
         s.stop_vector()
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 from loom.content.v1 import indexing_pb2, indexing_pb2_grpc, pages_pb2
 from loom.vector.v1 import vector_pb2
 
-from content_service.db.engine import Database
-from tests.content.flows import Tenant, make_page
-from tests.content.flows_more import make_post
-from tests.indexing.conftest import Stack, start_content
+from tests.content.service_stubs import make_post
+from tests.content.tenants_and_pages import Tenant, make_page
+from tests.indexing.conftest import Stack
 from tests.support import wait_until
 
 
@@ -86,10 +85,10 @@ def test_reconcile_finds_missing_orphaned_and_stale_documents_and_repairs_them(
 
 
 def test_only_one_content_service_delivers(
-    stack: Stack, tenant: Tenant, definition_id: str, migrated_db: Database, tmp_path: Path
+    stack: Stack, tenant: Tenant, definition_id: str, tmp_path: Path
 ) -> None:
     assert stack.vector is not None
-    second = start_content(migrated_db, tmp_path / "second", stack.vector.address)
+    second = stack.start_content(tmp_path / "second")
     second_indexing = second.admin.stub(indexing_pb2_grpc.IndexingServiceStub)
     ask = indexing_pb2.GetIndexingStatusRequest()
     try:
@@ -107,5 +106,4 @@ def test_only_one_content_service_delivers(
         wait_until(lambda: second_indexing.GetIndexingStatus(ask).delivering, what="takeover")
         wait_until(lambda: page.id in stack.documents(tenant, "pages"), what="the delivery")
     finally:
-        second.channel.close()
-        second.running.stop(grace=1)
+        second.stop()

@@ -10,12 +10,11 @@ import pytest
 from loom.content.v1 import images_pb2
 from loom.vector.v1 import vector_pb2
 
-from image_worker.settings import WorkerSettings
 from image_worker.worker import Worker
-from tests.content.flows import Tenant
+from tests.content.tenants_and_pages import Tenant
 from tests.images.helpers import images_stub, upload
 from tests.indexing.conftest import Stack
-from tests.support import SERVICE_TOKEN, wait_until
+from tests.support import wait_until, worker_settings
 from tests.worker import images
 from tests.worker.vision_stub import VisionServer
 
@@ -23,11 +22,10 @@ from tests.worker.vision_stub import VisionServer
 @pytest.fixture
 def worker(stack: Stack, tmp_path: Path, vision_server: VisionServer) -> Iterator[Worker]:
     assert stack.vector is not None
-    settings = WorkerSettings(
-        data_dir=tmp_path / "worker",
-        service_token=SERVICE_TOKEN,
-        content_address=stack.content.address,
-        vector_address=stack.vector.address,
+    settings = worker_settings(
+        tmp_path / "worker",
+        stack.content.address,
+        stack.vector.address,
         concurrency=1,
         widths=(64,),
         formats=("webp",),

@@ -17,8 +17,8 @@ from loom.content.v1 import (
 from sqlalchemy import func, select
 
 from content_service.db.models import IndexOutbox
-from tests.content.flows import Tenant, make_page, make_tenant, struct
-from tests.content.flows_more import clone_stub, make_post, posts
+from tests.content.service_stubs import clone_stub, make_post, posts
+from tests.content.tenants_and_pages import Tenant, make_page, make_tenant, struct
 from tests.indexing.conftest import Stack
 from tests.support import raises_status
 

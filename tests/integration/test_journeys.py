@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from loom.content.v1 import common_pb2, pages_pb2, tenancy_pb2
 
-from tests.content.flows import struct
+from tests.content.tenants_and_pages import struct
 from tests.images.helpers import upload_requests
 from tests.integration.stack import StackInfo
 from tests.support import Clients, errors_of, wait_until

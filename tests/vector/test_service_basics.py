@@ -16,18 +16,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from loom.vector.v1 import vector_pb2
 
-from tests.support import raises_status, serving_http
-from tests.vector.conftest import (
+from tests.support import (
     CountingEmbedder,
     VectorServer,
-    doc,
-    ids,
-    search,
-    serve,
-    stats,
-    upsert,
+    raises_status,
+    serving_http,
+    serving_vector,
     vector_settings,
 )
+from tests.vector.conftest import doc, ids, search, stats, upsert
 from vector_service.embeddings import EmbedderConfig, create_embedder
 
 PAGES = vector_pb2.COLLECTION_PAGES
@@ -255,7 +252,7 @@ def test_stats_and_optimize_compact_fragments(vector_server: VectorServer) -> No
 def test_background_maintenance_compacts(tmp_path: Path) -> None:
     settings = vector_settings(tmp_path, maintenance_writes=5, maintenance_seconds=60)
     embedder = CountingEmbedder(create_embedder(EmbedderConfig(provider="hash")))
-    with serve(settings, embedder) as server:
+    with serving_vector(settings, embedder) as server:
         stub = server.service
         for i in range(6):
             upsert(stub, [doc(f"d{i}", f"append {i}")])
@@ -325,7 +322,7 @@ def test_embedding_failures_map_to_statuses_and_store_nothing(
         )
     )
     try:
-        with serve(vector_settings(tmp_path), CountingEmbedder(provider)) as server:
+        with serving_vector(vector_settings(tmp_path), CountingEmbedder(provider)) as server:
             stub = server.service
             with raises_status(code) as err:
                 upsert(stub, [doc("d1", "some text")])

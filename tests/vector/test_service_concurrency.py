@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from loom.vector.v1 import vector_pb2
 
-from tests.vector.conftest import VectorServer, doc, search, stats, upsert
+from tests.support import VectorServer
+from tests.vector.conftest import doc, search, stats, upsert
 
 WRITERS = 8
 IDS = 50

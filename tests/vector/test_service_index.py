@@ -9,16 +9,8 @@ from pathlib import Path
 import numpy as np
 from loom.vector.v1 import vector_pb2
 
-from tests.vector.conftest import (
-    doc,
-    hash_embedder,
-    ids,
-    search,
-    serve,
-    stats,
-    upsert,
-    vector_settings,
-)
+from tests.support import hash_embedder, serving_vector, vector_settings
+from tests.vector.conftest import doc, ids, search, stats, upsert
 
 TEAMS = ["team-0", "team-1", "team-2"]
 ROWS = 3000
@@ -44,7 +36,7 @@ def test_ann_index_is_built_and_tenant_filtered_recall_holds(tmp_path: Path) -> 
     rng = np.random.default_rng(7)
     texts = _random_texts(rng, ROWS)
     teams = [TEAMS[i % len(TEAMS)] for i in range(ROWS)]
-    with serve(settings, embedder) as server:
+    with serving_vector(settings, embedder) as server:
         stub = server.service
         for start in range(0, ROWS, 1000):
             upsert(
@@ -92,7 +84,7 @@ def test_background_maintenance_builds_the_index_at_the_threshold(tmp_path: Path
         maintenance_writes=100,
         maintenance_seconds=600,
     )
-    with serve(settings, hash_embedder()) as server:
+    with serving_vector(settings, hash_embedder()) as server:
         stub = server.service
         upsert(stub, [doc(f"a{i}", f"first batch row {i}") for i in range(200)])
         time.sleep(0.5)

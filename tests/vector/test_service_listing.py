@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from loom.vector.v1 import vector_pb2
 
-from tests.support import raises_status
-from tests.vector.conftest import VectorServer, doc
+from tests.support import VectorServer, raises_status
+from tests.vector.conftest import doc
 
 PAGES = vector_pb2.COLLECTION_PAGES
 

@@ -9,17 +9,8 @@ from pathlib import Path
 import grpc
 from loom.vector.v1 import vector_pb2
 
-from tests.support import raises_status
-from tests.vector.conftest import (
-    doc,
-    hash_embedder,
-    ids,
-    search,
-    serve,
-    stats,
-    upsert,
-    vector_settings,
-)
+from tests.support import hash_embedder, raises_status, serving_vector, vector_settings
+from tests.vector.conftest import doc, ids, search, stats, upsert
 
 ROWS = 2000
 RUNNING = vector_pb2.ReindexProgress.STATE_RUNNING
@@ -28,7 +19,7 @@ FAILED = vector_pb2.ReindexProgress.STATE_FAILED
 
 
 def _fill(tmp_path: Path) -> None:
-    with serve(vector_settings(tmp_path), hash_embedder(384)) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder(384)) as server:
         for start in range(0, ROWS, 1000):
             rows = range(start, start + 1000)
             upsert(server.service, [doc(f"r{i}", f"filler row number {i}") for i in rows])
@@ -47,7 +38,7 @@ def test_model_change_needs_reindex_and_search_answers_during_it(tmp_path: Path)
     # Restarted with another size of vectors: 256 instead of 384. Each model call is slowed
     # down so that the reindex is still running while we watch it.
     slow = hash_embedder(256, delay=0.15)
-    with serve(vector_settings(tmp_path), slow) as server:
+    with serving_vector(vector_settings(tmp_path), slow) as server:
         stub = server.service
         before = stats(stub)
         assert not before.model_matches
@@ -112,7 +103,7 @@ def test_model_change_needs_reindex_and_search_answers_during_it(tmp_path: Path)
         assert upsert(stub, [doc("after", "a page after the reindex")]).dimensions == 256
 
     # The swap is durable: a restart opens the new table, and the old one is gone.
-    with serve(vector_settings(tmp_path), hash_embedder(256)) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder(256)) as server:
         reopened = stats(server.service)
         assert reopened.table_name == "page_embeddings__g2"
         assert reopened.model_matches
@@ -123,13 +114,13 @@ def test_model_change_needs_reindex_and_search_answers_during_it(tmp_path: Path)
 
 def test_reindex_interrupted_by_shutdown_keeps_the_old_table(tmp_path: Path) -> None:
     _fill(tmp_path)
-    with serve(vector_settings(tmp_path), hash_embedder(256, delay=0.5)) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder(256, delay=0.5)) as server:
         started = server.service.Reindex(
             vector_pb2.ReindexRequest(collection=vector_pb2.COLLECTION_PAGES)
         )
         assert started.progress.state == RUNNING
     # Stopped mid-way: the unfinished table is dropped and the old one is still the collection.
-    with serve(vector_settings(tmp_path), hash_embedder(384)) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder(384)) as server:
         reopened = stats(server.service)
         assert reopened.table_name == "page_embeddings"
         assert reopened.model_matches

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from loom.vector.v1 import vector_pb2
 
-from tests.vector.conftest import VectorServer, doc
+from tests.support import VectorServer
+from tests.vector.conftest import doc
 
 PAGES = vector_pb2.COLLECTION_PAGES
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from loom.vector.v1 import vector_pb2
 
-from tests.vector.conftest import CountingEmbedder, doc, ids, search, serve, upsert, vector_settings
+from tests.support import CountingEmbedder, serving_vector, vector_settings
+from tests.vector.conftest import doc, ids, search, upsert
 from vector_service.embeddings import EmbedderConfig, create_embedder
 
 PAGES = {
@@ -21,7 +22,7 @@ PAGES = {
 
 def test_how_much_does_it_cost_finds_the_pricing_page(tmp_path: Path) -> None:
     local = CountingEmbedder(create_embedder(EmbedderConfig(provider="local")))
-    with serve(vector_settings(tmp_path, embedder="local"), local) as server:
+    with serving_vector(vector_settings(tmp_path, embedder="local"), local) as server:
         stub = server.service
         answer = upsert(stub, [doc(page, text) for page, text in PAGES.items()])
         assert answer.model == "sentence-transformers/all-MiniLM-L6-v2"

@@ -12,19 +12,16 @@ import pytest
 from loom.content.v1 import tenancy_pb2
 from loom.vector.v1 import vector_pb2
 
-from tests.conftest import ContentServer
-from tests.content.flows import make_tenant
-from tests.support import raises_status
-from tests.vector.conftest import (
+from tests.content.tenants_and_pages import make_tenant
+from tests.support import (
+    ContentServer,
     VectorServer,
-    doc,
     hash_embedder,
-    ids,
-    search,
-    serve,
-    upsert,
+    raises_status,
+    serving_vector,
     vector_settings,
 )
+from tests.vector.conftest import doc, ids, search, upsert
 
 MODES = [
     vector_pb2.SEARCH_MODE_VECTOR,
@@ -47,7 +44,7 @@ def _fill_two_teams(server: VectorServer) -> None:
 def test_search_never_returns_another_teams_rows(tmp_path: Path, indexed: bool) -> None:
     threshold = 100 if indexed else 1_000_000
     settings = vector_settings(tmp_path, index_threshold_rows=threshold, index_partition_rows=32)
-    with serve(settings, hash_embedder()) as server:
+    with serving_vector(settings, hash_embedder()) as server:
         _fill_two_teams(server)
         stub = server.service
         stub.Optimize(vector_pb2.OptimizeRequest())
@@ -85,7 +82,7 @@ def vector_with_content(tmp_path: Path, content_server: ContentServer) -> Iterat
         auth_cache_seconds=30,
         auth_negative_cache_seconds=0.5,
     )
-    with serve(settings, hash_embedder()) as server:
+    with serving_vector(settings, hash_embedder()) as server:
         yield server
 
 

@@ -10,22 +10,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from loom.content.v1 import images_pb2, images_pb2_grpc
-from loom.vector.v1 import vector_pb2, vector_pb2_grpc
+from loom.vector.v1 import vector_pb2
 
-from content_service.db.engine import Database
-from content_service.server import create_server as create_content_server
 from image_worker.settings import WorkerSettings
 from image_worker.worker import Worker
-from servicekit.server import Running
-from tests.conftest import ContentServer, content_settings
-from tests.content.flows import Tenant, make_tenant
+from tests.content.tenants_and_pages import Tenant, make_tenant
 from tests.images.helpers import download, upload
-from tests.support import SERVICE_TOKEN, Stub
-from vector_service.server import create_server as create_vector_server
-from vector_service.settings import VectorSettings
+from tests.support import (
+    SERVICE_TOKEN,
+    ContentServer,
+    ContentServerFactory,
+    Stub,
+    VectorServer,
+    hash_embedder,
+    vector_settings,
+    worker_settings,
+)
 
 Image = images_pb2.Image
 TERMINAL = (Image.STATE_COMPLETED, Image.STATE_FAILED)
@@ -36,45 +38,6 @@ def backend() -> str:
     """The worker talks to content_service over gRPC only: its relational backend is not
     what these tests are about, so they run it on SQLite."""
     return "sqlite"
-
-
-class VectorServer:
-    """vector_service in process; `stop` and `start` again on the same port and LanceDB
-    folder, as an operator would restart it."""
-
-    def __init__(self, tmp_path: Path, content_address: str) -> None:
-        self.settings = VectorSettings(
-            data_dir=tmp_path,
-            lancedb_uri=str(tmp_path / "lancedb"),
-            embedder="hash",
-            port=0,
-            service_token=SERVICE_TOKEN,
-            content_address=content_address,
-        )
-        self.running: Running | None = None
-        self.port = 0
-        self.start()
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = Stub(vector_pb2_grpc.VectorServiceStub(self.channel), SERVICE_TOKEN)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        settings = self.settings.model_copy(update={"port": self.port})
-        self.running = create_vector_server(settings)
-        self.running.server.start()
-        self.port = self.running.port
-
-    def stop(self) -> None:
-        if self.running is not None:
-            self.running.stop(grace=0)
-            self.running = None
-
-    def close(self) -> None:
-        self.channel.close()
-        self.stop()
 
 
 @dataclass
@@ -95,10 +58,6 @@ class Stack:
 
     def worker_settings(self, **overrides: Any) -> WorkerSettings:
         values: dict[str, Any] = {
-            "data_dir": self.tmp_path,
-            "service_token": SERVICE_TOKEN,
-            "content_address": self.content.address,
-            "vector_address": self.vector.address,
             "name": f"test-worker-{len(self.workers) + 1}",
             "concurrency": 2,
             # Small variants keep the tests fast; one test asks for the real widths.
@@ -109,7 +68,7 @@ class Stack:
             "grace_seconds": 5.0,
             **overrides,
         }
-        return WorkerSettings(**values)
+        return worker_settings(self.tmp_path, self.content.address, self.vector.address, **values)
 
     def start_worker(self, **overrides: Any) -> Worker:
         worker = Worker(self.worker_settings(**overrides))
@@ -164,7 +123,7 @@ class Stack:
     def search(
         self, text: str, mode: vector_pb2.SearchMode.ValueType = vector_pb2.SEARCH_MODE_FULL_TEXT
     ) -> list[vector_pb2.SearchResult]:
-        response = self.vector.stub.Search(
+        response = self.vector.service.Search(
             vector_pb2.SearchRequest(
                 collections=[vector_pb2.COLLECTION_IMAGES],
                 scope=vector_pb2.Scope(
@@ -184,20 +143,17 @@ StackFactory = Callable[..., Stack]
 
 
 @pytest.fixture
-def stack_factory(migrated_db: Database, tmp_path: Path) -> Iterator[StackFactory]:
+def stack_factory(content_servers: ContentServerFactory, tmp_path: Path) -> Iterator[StackFactory]:
     """`stack_factory(lease_seconds=2)`: the two services (content settings overridden) and
     a tenant. Workers started through the stack are stopped first at teardown."""
     made: list[Stack] = []
 
     def make(**content_overrides: Any) -> Stack:
-        settings = content_settings(tmp_path / "content", migrated_db.url, **content_overrides)
-        running = create_content_server(settings, database=migrated_db)
-        running.server.start()
-        address = f"127.0.0.1:{running.port}"
-        content = ContentServer(
-            running, migrated_db, settings, address, grpc.insecure_channel(address)
+        content = content_servers(tmp_path / "content", **content_overrides)
+        # vector_service restarts (`stop`, `start`) on the same port and LanceDB folder.
+        vector = VectorServer(
+            vector_settings(tmp_path / "vector", content_address=content.address), hash_embedder()
         )
-        vector = VectorServer(tmp_path / "vector", address)
         stack = Stack(content, vector, make_tenant(content.admin), tmp_path)
         made.append(stack)
         return stack
@@ -207,8 +163,6 @@ def stack_factory(migrated_db: Database, tmp_path: Path) -> Iterator[StackFactor
         for worker in stack.workers:
             worker.stop(grace=0)
         stack.vector.close()
-        stack.content.channel.close()
-        stack.content.running.stop(grace=1)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def test_two_workers_process_every_image_exactly_once(stack: Stack) -> None:
     assert sum(s.completed for s in stats) == 10
     assert sum(s.failed + s.retried + s.released + s.dropped for s in stats) == 0
     # One document per image in the index.
-    collection = stack.vector.stub.GetCollectionStats(
+    collection = stack.vector.service.GetCollectionStats(
         vector_pb2.GetCollectionStatsRequest(collection=vector_pb2.COLLECTION_IMAGES)
     ).stats
     assert collection.row_count == 10

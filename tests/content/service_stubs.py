@@ -1,4 +1,6 @@
-"""Builders for posts, menus, chat and search (beside flows.py)."""
+"""The content services beyond tenancy and pages, called as a tenant: stubs for posts,
+navigation (menus), site settings, chat, search and environment clone, a post builder, search
+calls, and `collect` for paginated List calls (tenants and pages: tenants_and_pages.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from loom.content.v1 import (
     settings_pb2_grpc,
 )
 
-from tests.content.flows import Tenant
+from tests.content.tenants_and_pages import Tenant
 from tests.support import Stub
 
 

@@ -1,4 +1,5 @@
-"""Small builders for the common setup: a team with a key, a site, an environment."""
+"""Builders for the common setup: a tenant (a team with a key, a site, an environment), section
+definitions and pages, and `struct` for their JSON content."""
 
 from __future__ import annotations
 
