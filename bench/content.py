@@ -4,6 +4,9 @@
    answers the same number of bytes from the same server (content's own create_server, so the
    same build_server, EdgeInterceptor, authentication with the same team key and thread pool).
    The ratio is the share of a call's cost that is not GetPage's own work.
+   get_page_vs_health: the same GetPage calls against grpc.health Check, the emptiest call the
+   server answers (no key, no database), measured in the same alternating rounds: what a
+   whole authenticated read costs against an empty call.
 2. bulk_import: pages with sections imported through the API (BatchCreatePages calls of
    IMPORT_BATCH pages from a few client threads) against raw sqlite3 (pysqlite3, the same
    SQLite) inserting the very rows the API wrote, read back from the database, in one
@@ -27,6 +30,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loom.bench.v1 import echo_pb2, echo_pb2_grpc
 from loom.content.v1 import pages_pb2, pages_pb2_grpc, tenancy_pb2, tenancy_pb2_grpc
 
@@ -188,7 +192,7 @@ def page_request(env_id: str, definition_id: str, n: int) -> pages_pb2.CreatePag
 # --- 1. GetPage vs Echo -------------------------------------------------------------------
 
 
-def run_get_page(quick: bool) -> dict[str, Any]:
+def run_get_page(quick: bool) -> list[dict[str, Any]]:
     calls, rounds, warmup = (600, 2, 100) if quick else (3000, 5, 300)
     with content_server() as (server, channel, _tmp):
         client, _site_id, env_id, definition_id = tenant(channel)
@@ -206,18 +210,29 @@ def run_get_page(quick: bool) -> dict[str, Any]:
         def echo_call() -> None:
             client.echo.Echo(echo, metadata=client.metadata, timeout=10)
 
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest()
+
+        def health_call() -> None:
+            health.Check(check, timeout=10)
+
         drive(get_page, warmup, CLIENT_THREADS)
         drive(echo_call, warmup, CLIENT_THREADS)
+        drive(health_call, warmup, CLIENT_THREADS)
         ours: list[Run] = []
         base: list[Run] = []
-        for _ in range(rounds):  # alternate, so a noisy neighbour hurts both alike
+        empty: list[Run] = []
+        for _ in range(rounds):  # alternate, so a noisy neighbour hurts all alike
             base.append(drive(echo_call, calls, CLIENT_THREADS, server.pid))
             ours.append(drive(get_page, calls, CLIENT_THREADS, server.pid))
+            empty.append(drive(health_call, calls, CLIENT_THREADS, server.pid))
         workers = server.info["workers"]
     ours_rate, base_rate = median_rate(ours), median_rate(base)
     ours_cpu, base_cpu = median_cpu(ours), median_cpu(base)
     ratios = paired_ratios([r.rate for r in ours], [r.rate for r in base])
-    return {
+    empty_rate, empty_cpu = median_rate(empty), median_cpu(empty)
+    empty_ratios = paired_ratios([r.rate for r in ours], [r.rate for r in empty])
+    vs_echo = {
         "name": "get_page",
         "title": f"GetPage (page + {SECTIONS_PER_PAGE} sections) vs Echo, same server",
         "ours": round(ours_rate, 1),
@@ -241,6 +256,26 @@ def run_get_page(quick: bool) -> dict[str, Any]:
             "echo_cpu_us_per_call": round(base_cpu, 1) if base_cpu else None,
         },
     }
+    vs_health = {
+        "name": "get_page_vs_health",
+        "title": f"GetPage (page + {SECTIONS_PER_PAGE} sections) vs grpc.health Check, same server",
+        "ours": round(ours_rate, 1),
+        "baseline": round(empty_rate, 1),
+        "unit": "calls/s",
+        "ratio": round(statistics.median(empty_ratios), 3),
+        "target": 0.7,
+        "notes": (
+            "the GetPage rounds above against health Check (no key, no database) in the same "
+            f"alternating rounds, {CLIENT_THREADS} client threads; server CPU per call: GetPage "
+            f"{ours_cpu or 0:.0f} us, Check {empty_cpu or 0:.0f} us"
+        ),
+        "details": {
+            "health_calls_per_s": [round(r.rate, 1) for r in empty],
+            "ratios": [round(x, 3) for x in empty_ratios],
+            "health_cpu_us_per_call": round(empty_cpu, 1) if empty_cpu else None,
+        },
+    }
+    return [vs_echo, vs_health]
 
 
 # --- 2. bulk import: API vs raw sqlite3 ---------------------------------------------------
@@ -438,4 +473,4 @@ def run_bulk_import(quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    return [run_get_page(quick), run_bulk_import(quick)]
+    return [*run_get_page(quick), run_bulk_import(quick)]

@@ -43,7 +43,7 @@ from content_service.api.posts import PostServicer
 from content_service.api.search import SearchServicer
 from content_service.api.site_settings import SiteSettingsServicer
 from content_service.api.tenancy import TenancyServicer
-from content_service.authn import ContentAuthenticator
+from content_service.authn import ContentAuthenticator, KeyCache
 from content_service.db.engine import Database, SqliteOptions
 from content_service.db.migrate import ensure_current
 from content_service.images.runtime import ImageRuntime
@@ -105,8 +105,9 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
             backoff_cap_seconds=settings.outbox_backoff_cap_seconds,
         )
     images = ImageRuntime.start(db, settings)
+    keys = KeyCache(settings.auth_cache_seconds)
     services = [
-        Service.of(tenancy_pb2, tenancy_pb2_grpc, "TenancyService", TenancyServicer(db)),
+        Service.of(tenancy_pb2, tenancy_pb2_grpc, "TenancyService", TenancyServicer(db, keys)),
         Service.of(pages_pb2, pages_pb2_grpc, "PageService", PageServicer(db)),
         Service.of(posts_pb2, posts_pb2_grpc, "PostService", PostServicer(db)),
         Service.of(
@@ -133,7 +134,9 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
     running = build_server(
         services=services,
         interceptors=[
-            EdgeInterceptor(ContentAuthenticator(db, secrets.admin_key, secrets.service_token))
+            EdgeInterceptor(
+                ContentAuthenticator(db, secrets.admin_key, secrets.service_token, keys)
+            )
         ],
         host=settings.host,
         port=settings.port,

@@ -25,6 +25,9 @@ class ContentSettings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     db_pool_size: int = Field(default=8, ge=1)
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    # How long a team key's lookup is reused in this process (0: every call reads it). A key
+    # revoked through another replica works here this long at most (content_service/authn.py).
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # Images (docs/images.md). Empty media dir means DATA_DIR/media.
     media_dir_override: str = Field(default="", validation_alias="CONTENT_MEDIA_DIR")
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)

@@ -48,8 +48,9 @@ def env_proto(row: models.Environment) -> tenancy_pb2.Environment:
 
 
 class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keys: authn.KeyCache) -> None:
         self.db = db
+        self.keys = keys  # the authenticator's: a key revoked here leaves it at once
 
     def CreateTeam(
         self, request: tenancy_pb2.CreateTeamRequest, context: grpc.ServicerContext
@@ -102,7 +103,9 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
         self, request: tenancy_pb2.RevokeApiKeyRequest, context: grpc.ServicerContext
     ) -> tenancy_pb2.ApiKey:
         with self.db.write() as s:
-            return key_proto(tenancy.revoke_api_key(s, current_principal(), request.id))
+            answer = key_proto(tenancy.revoke_api_key(s, current_principal(), request.id))
+        self.keys.forget_key(answer.id)  # committed: no lookup can cache it live again
+        return answer
 
     def CreateSite(
         self, request: tenancy_pb2.CreateSiteRequest, context: grpc.ServicerContext
