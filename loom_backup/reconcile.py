@@ -32,6 +32,7 @@ from loom.content.v1 import indexing_pb2, indexing_pb2_grpc
 
 from loom_backup.errors import BackupError
 from loom_backup.progress import Printer
+from servicekit.clients import bearer
 
 MAX_ROUNDS = 3
 CALL_TIMEOUT = 300.0
@@ -95,7 +96,8 @@ def level(channel: grpc.Channel, token: str, printer: Printer, timeout: float) -
     """Drains the outbox, repairs the drift, and checks it is gone (see the module doc)."""
     clock = time.monotonic()
     deadline = clock + timeout
-    auth = (("authorization", f"Bearer {token}"),)
+    # Sent on each call: `channel` may be any channel (the tests' plain ones too).
+    auth = bearer(token)
     stub = indexing_pb2_grpc.IndexingServiceStub(channel)
 
     def reconcile(repair: bool) -> indexing_pb2.ReconcileIndexResponse:

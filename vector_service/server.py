@@ -11,7 +11,7 @@ from servicekit.auth import service_token
 from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
 from vector_service.api import VectorServicer
-from vector_service.authn import TenantKeyResolver, VectorAuthenticator
+from vector_service.authn import TenancyClient, TenantKeyResolver, VectorAuthenticator
 from vector_service.backup import backup_service
 from vector_service.embeddings import Embedder, create_embedder
 from vector_service.search import Searcher
@@ -50,9 +50,7 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
     store = VectorStore(settings.database_uri, VectorSpace.of(model), store_options(settings))
     token = service_token(settings.service_token, settings.data_dir)
     tenants = TenantKeyResolver(
-        settings.content_address,
-        token,
-        timeout=settings.content_timeout_seconds,
+        TenancyClient(settings.content_address, token, timeout=settings.content_timeout_seconds),
         ttl=settings.auth_cache_seconds,
         negative_ttl=settings.auth_negative_cache_seconds,
     )
