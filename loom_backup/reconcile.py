@@ -142,7 +142,6 @@ def restored_stack(
     from content_service.server import create_server as create_content_server
     from content_service.server import open_database
     from content_service.settings import ContentSettings
-    from servicekit.auth import service_token
     from vector_service.server import create_server as create_vector_server
     from vector_service.server import loaded_embedder
     from vector_service.settings import VectorSettings
@@ -170,10 +169,7 @@ def restored_stack(
             content = create_content_server(content_settings, database=db)
             content.server.start()
             try:
-                yield (
-                    f"127.0.0.1:{content.port}",
-                    service_token(vector_settings.service_token, vector_settings.data_dir),
-                )
+                yield f"127.0.0.1:{content.port}", vector_settings.token()
             finally:
                 content.stop(grace=5)
         finally:
