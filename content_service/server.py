@@ -50,7 +50,7 @@ from content_service.images.runtime import ImageRuntime
 from content_service.indexing.dispatcher import Dispatcher
 from content_service.indexing.vector_client import VectorClient
 from content_service.settings import ContentSettings
-from servicekit.auth import load_or_create_secret, service_token
+from servicekit.auth import load_or_create_secret
 from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
 
@@ -75,9 +75,7 @@ def load_secrets(settings: ContentSettings) -> Secrets:
                 path,
                 path,
             )
-    return Secrets(
-        admin_key=admin, service_token=service_token(settings.service_token, settings.data_dir)
-    )
+    return Secrets(admin_key=admin, service_token=settings.token())
 
 
 def open_database(settings: ContentSettings) -> Database:

@@ -4,27 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from servicekit.settings import ServiceSettings
 
 
-class ContentSettings(BaseSettings):
+class ContentSettings(ServiceSettings):
+    """DATA_DIR, LOOM_SERVICE_TOKEN and LOG_LEVEL come from servicekit.settings."""
+
     model_config = SettingsConfigDict(env_prefix="CONTENT_", extra="ignore", populate_by_name=True)
 
-    data_dir: Path = Field(default=Path("data"), validation_alias=AliasChoices("DATA_DIR"))
     host: str = "127.0.0.1"
     port: int = 50051
-    # Empty means a SQLite file under DATA_DIR.
-    database_url_override: str = Field(default="", validation_alias="CONTENT_DATABASE_URL")
+    # Empty means a SQLite file under DATA_DIR. Not in the repr: a URL may hold a password.
+    database_url_override: str = Field(
+        default="", validation_alias="CONTENT_DATABASE_URL", repr=False
+    )
     # Empty means: read or create DATA_DIR/admin.key (0600).
-    admin_key: str = ""
-    # Shared by our own processes; empty means: read or create DATA_DIR/service.token (0600).
-    service_token: str = Field(default="", validation_alias="LOOM_SERVICE_TOKEN")
+    admin_key: str = Field(default="", repr=False)
     workers: int = Field(default=16, ge=1, le=256)
     grace_seconds: float = Field(default=10.0, ge=0)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     db_pool_size: int = Field(default=8, ge=1)
-    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
     # How long a team key's lookup is reused in this process (0: every call reads it). A key
     # revoked through another replica works here this long at most (content_service/authn.py).
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=300)

@@ -1,9 +1,11 @@
-"""The worker's gRPC clients for content_service and vector_service.
+"""The worker's gRPC clients: its image jobs on content_service, its image documents on
+vector_service.
 
-Every call carries the service token and a deadline. The channels retry UNAVAILABLE (the call
-never reached a server, or the server is restarting) a few times with backoff through gRPC's
-service config, for every method but ClaimImageJob: a claim that reached the server but lost
-its answer would hold a lease nobody works on, so the claim loop backs off itself instead.
+Both are servicekit.clients channels: every call carries the service token and a deadline.
+The channels retry UNAVAILABLE (the call never reached a server, or the server is
+restarting) a few times with backoff through gRPC's service config, for every method but
+ClaimImageJob: a claim that reached the server but lost its answer would hold a lease nobody
+works on, so the claim loop backs off itself instead.
 CompleteImageJob and FailImageJob are retried too; when a retry answers LEASE_LOST, the first
 try may have succeeded, which the worker checks with GetImage (docs/images.md).
 """
@@ -11,109 +13,72 @@ try may have succeeded, which the worker checks with GetImage (docs/images.md).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, cast
 
 import grpc
 from google.protobuf import duration_pb2, struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from loom.content.v1 import images_pb2, images_pb2_grpc
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
+
+from servicekit.clients import ChannelOption, Retry, error_details, open_channel
 
 __all__ = [
     "CHUNK_BYTES",
     "ContentClient",
     "DownloadError",
+    "ImageIndexClient",
     "Timeouts",
-    "VectorClient",
-    "error_reason",
     "is_lease_lost",
 ]
 
 # content_service refuses stream messages over 1 MiB.
 CHUNK_BYTES: Final = 1024 * 1024
 
-_RETRY_POLICY: Final = {
-    "maxAttempts": 4,
-    "initialBackoff": "0.2s",
-    "maxBackoff": "2s",
-    "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
-}
+_CONTENT_RETRY: Final = Retry(
+    methods=(
+        ("loom.content.v1.ImageJobService", "ExtendImageLease"),
+        ("loom.content.v1.ImageJobService", "UploadImageVariant"),
+        ("loom.content.v1.ImageJobService", "CompleteImageJob"),
+        ("loom.content.v1.ImageJobService", "FailImageJob"),
+        ("loom.content.v1.ImageService", "DownloadImage"),
+        ("loom.content.v1.ImageService", "GetImage"),
+    ),
+    max_attempts=4,
+    initial_backoff_seconds=0.2,
+    max_backoff_seconds=2.0,
+)
+_VECTOR_RETRY: Final = replace(
+    _CONTENT_RETRY,
+    methods=(
+        ("loom.vector.v1.VectorService", "UpsertDocuments"),
+        ("loom.vector.v1.VectorService", "DeleteDocuments"),
+    ),
+)
+_OPTIONS: Final[Sequence[ChannelOption]] = (
+    # A client stream is retried only while everything sent so far is still buffered: room
+    # for a whole large variant, so its upload can be retried too.
+    ("grpc.per_rpc_retry_buffer_size", 16 * 1024 * 1024),
+    ("grpc.retry_buffer_size", 64 * 1024 * 1024),
+    # Find a restarted service within seconds: gRPC's default reconnect backoff grows to two
+    # minutes while a service is down, and jobs wait on it.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+)
 
 
-def _service_config(methods: Sequence[tuple[str, str]]) -> str:
-    return json.dumps(
-        {
-            "methodConfig": [
-                {
-                    "name": [{"service": service, "method": method} for service, method in methods],
-                    "retryPolicy": _RETRY_POLICY,
-                }
-            ]
-        }
-    )
-
-
-_CONTENT_RETRIED: Final = [
-    ("loom.content.v1.ImageJobService", "ExtendImageLease"),
-    ("loom.content.v1.ImageJobService", "UploadImageVariant"),
-    ("loom.content.v1.ImageJobService", "CompleteImageJob"),
-    ("loom.content.v1.ImageJobService", "FailImageJob"),
-    ("loom.content.v1.ImageService", "DownloadImage"),
-    ("loom.content.v1.ImageService", "GetImage"),
-]
-_VECTOR_RETRIED: Final = [
-    ("loom.vector.v1.VectorService", "UpsertDocuments"),
-    ("loom.vector.v1.VectorService", "DeleteDocuments"),
-]
-
-
-def _channel(address: str, methods: Sequence[tuple[str, str]]) -> grpc.Channel:
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", _service_config(methods)),
-            # A client stream is retried only while everything sent so far is still buffered:
-            # room for a whole large variant, so its upload can be retried too.
-            ("grpc.per_rpc_retry_buffer_size", 16 * 1024 * 1024),
-            ("grpc.retry_buffer_size", 64 * 1024 * 1024),
-            # Find a restarted service within seconds: gRPC's default reconnect backoff grows
-            # to two minutes while a service is down, and jobs wait on it.
-            ("grpc.initial_reconnect_backoff_ms", 250),
-            ("grpc.min_reconnect_backoff_ms", 250),
-            ("grpc.max_reconnect_backoff_ms", 5000),
-        ],
-    )
-
-
-def _call_metadata(token: str, request_id: str | None) -> tuple[tuple[str, str], ...]:
-    auth = ("authorization", f"Bearer {token}")
+def _with_id(request_id: str) -> tuple[tuple[str, str], ...]:
     # The services log the caller's x-request-id: one id follows a job across all of them.
-    return (auth, ("x-request-id", request_id)) if request_id else (auth,)
-
-
-def error_reason(exc: grpc.RpcError) -> str | None:
-    """The google.rpc.ErrorInfo reason of a failed call, if the server sent one."""
-    try:
-        # The error a call raises is that call: it has code() and trailing_metadata().
-        status = rpc_status.from_call(cast(grpc.Call, exc))
-    except (AttributeError, ValueError):  # not a call, or a status at odds with its code
-        return None
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return None
+    return (("x-request-id", request_id),) if request_id else ()
 
 
 def is_lease_lost(exc: grpc.RpcError) -> bool:
-    return exc.code() == grpc.StatusCode.FAILED_PRECONDITION and error_reason(exc) == "LEASE_LOST"
+    return (
+        exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+        and error_details(exc).reason == "LEASE_LOST"
+    )
 
 
 @dataclass(frozen=True)
@@ -128,18 +93,19 @@ class DownloadError(Exception):
 
 
 class ContentClient:
+    """The image job calls (claim, lease, download, upload, complete, fail) and GetImage.
+    Calls without a deadline of their own get `timeouts.call`."""
+
     def __init__(self, address: str, token: str, timeouts: Timeouts) -> None:
-        self._channel = _channel(address, _CONTENT_RETRIED)
+        self._channel = open_channel(
+            address, token, timeout=timeouts.call, retry=_CONTENT_RETRY, options=_OPTIONS
+        )
         self._jobs = images_pb2_grpc.ImageJobServiceStub(self._channel)
         self._images = images_pb2_grpc.ImageServiceStub(self._channel)
-        self._token = token
         self._timeouts = timeouts
 
     def close(self) -> None:
         self._channel.close()
-
-    def _metadata(self, request_id: str | None) -> tuple[tuple[str, str], ...]:
-        return _call_metadata(self._token, request_id)
 
     def claim(self, wait: float, worker: str) -> grpc.CallFuture[images_pb2.ClaimImageJobResponse]:
         """Starts a ClaimImageJob long-poll; the future can be cancelled (shutdown)."""
@@ -149,16 +115,14 @@ class ContentClient:
             worker=worker,
         )
         # The server answers "no job" a little before this deadline.
-        return self._jobs.ClaimImageJob.future(
-            request, timeout=wait + 5.0, metadata=self._metadata(None)
-        )
+        return self._jobs.ClaimImageJob.future(request, timeout=wait + 5.0)
 
     def extend(self, image_id: str, lease_token: str, request_id: str) -> float:
         """Moves the lease's expiry; returns it (seconds since the epoch, server clock)."""
         response = self._jobs.ExtendImageLease(
             images_pb2.ExtendImageLeaseRequest(image_id=image_id, lease_token=lease_token),
             timeout=self._timeouts.call,
-            metadata=self._metadata(request_id),
+            metadata=_with_id(request_id),
         )
         stamp = response.lease_expire_time
         return float(stamp.seconds) + stamp.nanos / 1e9
@@ -168,7 +132,7 @@ class ContentClient:
         stream = self._images.DownloadImage(
             images_pb2.DownloadImageRequest(id=job.image_id),
             timeout=self._timeouts.transfer,
-            metadata=self._metadata(request_id),
+            metadata=_with_id(request_id),
         )
         expected = job.size_bytes
         # Never hold more than the job announced, whatever the stream sends.
@@ -219,7 +183,7 @@ class ContentClient:
                 yield images_pb2.UploadImageVariantRequest(chunk=data[start : start + CHUNK_BYTES])
 
         result: images_pb2.ImageVariant = self._jobs.UploadImageVariant(
-            messages(), timeout=self._timeouts.transfer, metadata=self._metadata(request_id)
+            messages(), timeout=self._timeouts.transfer, metadata=_with_id(request_id)
         )
         return result
 
@@ -246,7 +210,7 @@ class ContentClient:
             generated_alt_text=generated_alt_text,
         )
         result: images_pb2.Image = self._jobs.CompleteImageJob(
-            request, timeout=self._timeouts.call, metadata=self._metadata(request_id)
+            request, timeout=self._timeouts.call, metadata=_with_id(request_id)
         )
         return result
 
@@ -261,7 +225,7 @@ class ContentClient:
                 retryable=retryable,
             ),
             timeout=self._timeouts.call,
-            metadata=self._metadata(request_id),
+            metadata=_with_id(request_id),
         )
         return result
 
@@ -269,23 +233,24 @@ class ContentClient:
         result: images_pb2.Image = self._images.GetImage(
             images_pb2.GetImageRequest(id=image_id),
             timeout=self._timeouts.call,
-            metadata=self._metadata(request_id),
+            metadata=_with_id(request_id),
         )
         return result
 
 
-class VectorClient:
+class ImageIndexClient:
+    """The image documents the worker writes to vector_service (collection IMAGES). Calls
+    without a deadline of their own get `timeouts.call`."""
+
     def __init__(self, address: str, token: str, timeouts: Timeouts) -> None:
-        self._channel = _channel(address, _VECTOR_RETRIED)
+        self._channel = open_channel(
+            address, token, timeout=timeouts.call, retry=_VECTOR_RETRY, options=_OPTIONS
+        )
         self._stub = vector_pb2_grpc.VectorServiceStub(self._channel)
-        self._token = token
         self._timeouts = timeouts
 
     def close(self) -> None:
         self._channel.close()
-
-    def _with_id(self, request_id: str) -> tuple[tuple[str, str], ...]:
-        return _call_metadata(self._token, request_id)
 
     def index_image(
         self, job: images_pb2.ImageJob, text: str, request_id: str
@@ -305,7 +270,7 @@ class VectorClient:
                 collection=vector_pb2.COLLECTION_IMAGES, documents=[document]
             ),
             timeout=self._timeouts.vector,
-            metadata=self._with_id(request_id),
+            metadata=_with_id(request_id),
         )
         return result
 
@@ -319,5 +284,5 @@ class VectorClient:
                 source_id=job.image_id,
             ),
             timeout=self._timeouts.call,
-            metadata=self._with_id(request_id),
+            metadata=_with_id(request_id),
         )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from servicekit.auth import service_token
+from servicekit.settings import ServiceSettings
 
 Mode = Literal["threads", "processes"]
 
@@ -37,12 +36,11 @@ def _split(value: object) -> object:
     return value
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(ServiceSettings):
+    """DATA_DIR, LOOM_SERVICE_TOKEN and LOG_LEVEL come from servicekit.settings."""
+
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True)
 
-    data_dir: Path = Field(default=Path("data"), validation_alias=AliasChoices("DATA_DIR"))
-    # Shared by our own processes; empty means: read or create DATA_DIR/service.token (0600).
-    service_token: str = Field(default="", validation_alias="LOOM_SERVICE_TOKEN", repr=False)
     content_address: str = "127.0.0.1:50051"
     vector_address: str = "127.0.0.1:50052"
     # Shown in content_service's logs for each claim; empty means host:pid.
@@ -87,7 +85,6 @@ class WorkerSettings(BaseSettings):
 
     # On SIGTERM: how long in-flight jobs may run on before they are given back to the queue.
     grace_seconds: float = Field(default=10.0, ge=0)
-    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
 
     @field_validator("widths", mode="before")
     @classmethod
@@ -128,6 +125,3 @@ class WorkerSettings(BaseSettings):
     @property
     def vision_enabled(self) -> bool:
         return bool(self.vision_base_url)
-
-    def token(self) -> str:
-        return service_token(self.service_token, self.data_dir)

@@ -48,13 +48,14 @@ from image_worker import processing
 from image_worker.clients import (
     ContentClient,
     DownloadError,
+    ImageIndexClient,
     Timeouts,
-    VectorClient,
     is_lease_lost,
 )
 from image_worker.processing import ImageRejected, Limits, Processed
 from image_worker.settings import WorkerSettings
 from image_worker.vision import Description, VisionClient, create_vision
+from servicekit.clients import TRANSIENT
 from servicekit.image_text import image_text
 from servicekit.logs import request_id_var
 
@@ -70,20 +71,12 @@ CLAIM_BACKOFF_SECONDS: Final = (1.0, 5.0)
 _MAX_REASON: Final = 2000
 # Never extend more often than this, whatever a (mis-measured) lease length suggests.
 _MIN_EXTEND_INTERVAL: Final = 0.2
-# Index errors worth waiting out; others (a refused token, a bad request) will not heal by
-# themselves within a lease, so the job goes back to the queue at once.
-_TRANSIENT: Final = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        # A model mismatch while a reindex runs.
-        grpc.StatusCode.FAILED_PRECONDITION,
-    }
-)
+# Index errors worth waiting out, holding the lease: the transient ones
+# (servicekit.clients.TRANSIENT), and FAILED_PRECONDITION, which vector_service answers for a
+# model mismatch while a reindex runs (it heals when the reindex ends). Others (a refused
+# token, a bad request) will not heal by themselves within a lease, so the job goes back to
+# the queue at once.
+_INDEX_RETRIED: Final = TRANSIENT | {grpc.StatusCode.FAILED_PRECONDITION}
 _LEASE_LOST: Final = "the lease was lost (it expired and another worker claimed the image)"
 # Backoff jitter, not a secret.
 _jitter = random.SystemRandom()
@@ -237,7 +230,7 @@ class Worker:
             vector=settings.vector_timeout_seconds,
         )
         self._content = ContentClient(settings.content_address, token, timeouts)
-        self._vector = VectorClient(settings.vector_address, token, timeouts)
+        self._vector = ImageIndexClient(settings.vector_address, token, timeouts)
         limits = Limits(
             max_bytes=settings.max_bytes,
             max_pixels=settings.max_pixels,
@@ -549,7 +542,7 @@ class Worker:
                 failures += 1
                 problem = _describe(exc)
                 pause = _jitter.uniform(delay / 2, delay)
-                if exc.code() not in _TRANSIENT or time.monotonic() + pause > give_up:
+                if exc.code() not in _INDEX_RETRIED or time.monotonic() + pause > give_up:
                     tries = f"{failures} {'try' if failures == 1 else 'tries'}"
                     raise _Retryable(
                         f"could not index the image text in vector_service ({tries}): {problem}"

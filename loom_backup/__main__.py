@@ -9,13 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import grpc
-
 from loom_backup.errors import BackupError
 from loom_backup.progress import Printer, size
 from loom_backup.reconcile import LevelReport, describe
 from loom_backup.settings import BackupSettings
 from servicekit import logs
+from servicekit.clients import open_channel
 
 EXIT_DRIFT = 3
 
@@ -112,7 +111,7 @@ def _backup(args: argparse.Namespace, settings: BackupSettings, printer: Printer
 
 
 def _restore(args: argparse.Namespace, settings: BackupSettings, printer: Printer) -> int:
-    from loom_backup.reconcile import level, restored_stack  # imports both services
+    from loom_backup.reconcile import CALL_TIMEOUT, level, restored_stack  # imports both services
     from loom_backup.restore import restore
 
     data_dir = args.data_dir or settings.data_dir
@@ -135,7 +134,7 @@ def _restore(args: argparse.Namespace, settings: BackupSettings, printer: Printe
         restored_stack(
             outcome.data_dir, database_url if backend == "postgresql" else "", printer
         ) as (address, token),
-        grpc.insecure_channel(address) as channel,
+        open_channel(address, token, timeout=CALL_TIMEOUT) as channel,
     ):
         report = level(channel, token, printer, settings.level_timeout_seconds)
     return _report(report)
@@ -170,9 +169,7 @@ def _reconcile(settings: BackupSettings, printer: Printer) -> int:
     from loom_backup.backup import service_channel
     from loom_backup.reconcile import level
 
-    with service_channel(
-        settings.content_address, "content_service", settings.connect_timeout_seconds
-    ) as channel:
+    with service_channel(settings, settings.content_address, "content_service") as channel:
         report = level(channel, settings.token(), printer, settings.level_timeout_seconds)
     return _report(report)
 

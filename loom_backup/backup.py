@@ -43,8 +43,8 @@ from loom_backup.errors import BackupError
 from loom_backup.progress import Printer, size
 from loom_backup.settings import BackupSettings
 from servicekit.backupfiles import FileEntry, fsync_dir, fsync_file, hash_file
+from servicekit.clients import open_channel
 
-READY_TIMEOUT = 10.0
 PHASE_NAMES = {
     content_backup_pb2.BackupProgress.PHASE_PIN_MEDIA: "pinning media",
     content_backup_pb2.BackupProgress.PHASE_DATABASE: "database",
@@ -63,13 +63,14 @@ class BackupOutcome:
 
 
 @contextmanager
-def service_channel(
-    address: str, what: str, timeout: float = READY_TIMEOUT
-) -> Iterator[grpc.Channel]:
-    channel = grpc.insecure_channel(address)
+def service_channel(settings: BackupSettings, address: str, what: str) -> Iterator[grpc.Channel]:
+    """A servicekit.clients channel to `what` at `address`, once it answers (BackupError when
+    it does not within BACKUP_CONNECT_TIMEOUT_SECONDS). Every call carries the service token
+    and a deadline: BACKUP_TIMEOUT_SECONDS unless the call sets its own."""
+    channel = open_channel(address, settings.token(), timeout=settings.timeout_seconds)
     try:
         try:
-            grpc.channel_ready_future(channel).result(timeout=timeout)
+            grpc.channel_ready_future(channel).result(timeout=settings.connect_timeout_seconds)
         except grpc.FutureTimeoutError:
             raise BackupError(
                 f"{what} at {address} is not reachable (is the stack running? `make run`)"
@@ -135,8 +136,7 @@ def create_backup(
         raise BackupError(f"{target} already exists; a backup never overwrites anything")
     as_tar = target.suffix == ".tar"
     target.parent.mkdir(parents=True, exist_ok=True)
-    token = settings.token()
-    auth = (("authorization", f"Bearer {token}"),)
+    settings.token()  # no token, no backup: say so before anything is written
     staging = target.parent / f".{target.name}.partial-{secrets.token_hex(4)}"
     staging.mkdir()
     vector = _VectorHalf()
@@ -144,17 +144,13 @@ def create_backup(
     try:
         with (
             service_channel(
-                settings.content_address, "content_service", settings.connect_timeout_seconds
+                settings, settings.content_address, "content_service"
             ) as content_channel,
-            service_channel(
-                settings.vector_address, "vector_service", settings.connect_timeout_seconds
-            ) as vector_channel,
+            service_channel(settings, settings.vector_address, "vector_service") as vector_channel,
         ):
             printer.line(f"backing up into {target} (staging in {staging.name})")
             content_call = content_backup_grpc.BackupServiceStub(content_channel).CreateBackup(
-                content_backup_pb2.CreateBackupRequest(directory=str(staging / mf.CONTENT_PREFIX)),
-                metadata=auth,
-                timeout=settings.timeout_seconds,
+                content_backup_pb2.CreateBackupRequest(directory=str(staging / mf.CONTENT_PREFIX))
             )
             calls.append(content_call)
 
@@ -164,9 +160,7 @@ def create_backup(
                 ).CreateVectorBackup(
                     vector_backup_pb2.CreateVectorBackupRequest(
                         directory=str(staging / mf.VECTOR_PREFIX)
-                    ),
-                    metadata=auth,
-                    timeout=settings.timeout_seconds,
+                    )
                 )
                 calls.append(vector.call)
                 vector.thread = threading.Thread(

@@ -32,6 +32,7 @@ from loom.content.v1 import indexing_pb2, indexing_pb2_grpc
 
 from loom_backup.errors import BackupError
 from loom_backup.progress import Printer
+from servicekit.clients import bearer
 
 MAX_ROUNDS = 3
 CALL_TIMEOUT = 300.0
@@ -95,7 +96,8 @@ def level(channel: grpc.Channel, token: str, printer: Printer, timeout: float) -
     """Drains the outbox, repairs the drift, and checks it is gone (see the module doc)."""
     clock = time.monotonic()
     deadline = clock + timeout
-    auth = (("authorization", f"Bearer {token}"),)
+    # Sent on each call: `channel` may be any channel (the tests' plain ones too).
+    auth = bearer(token)
     stub = indexing_pb2_grpc.IndexingServiceStub(channel)
 
     def reconcile(repair: bool) -> indexing_pb2.ReconcileIndexResponse:
@@ -140,7 +142,6 @@ def restored_stack(
     from content_service.server import create_server as create_content_server
     from content_service.server import open_database
     from content_service.settings import ContentSettings
-    from servicekit.auth import service_token
     from vector_service.server import create_server as create_vector_server
     from vector_service.server import loaded_embedder
     from vector_service.settings import VectorSettings
@@ -168,10 +169,7 @@ def restored_stack(
             content = create_content_server(content_settings, database=db)
             content.server.start()
             try:
-                yield (
-                    f"127.0.0.1:{content.port}",
-                    service_token(vector_settings.service_token, vector_settings.data_dir),
-                )
+                yield f"127.0.0.1:{content.port}", vector_settings.token()
             finally:
                 content.stop(grace=5)
         finally:

@@ -123,17 +123,6 @@ def new_secret(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
-SERVICE_TOKEN_FILE = "service.token"  # noqa: S105 - a file name, not a secret
-
-
-def service_token(configured: str, data_dir: Path) -> str:
-    """The token our own processes share: LOOM_SERVICE_TOKEN when set, else the one in
-    DATA_DIR/service.token, created (0600) by whichever process starts first."""
-    if configured:
-        return configured
-    return load_or_create_secret(data_dir / SERVICE_TOKEN_FILE, "loomsvc")[0]
-
-
 def load_or_create_secret(path: Path, prefix: str) -> tuple[str, bool]:
     """Reads a secret file, or creates it with 0600 permissions. Returns (secret, created).
 

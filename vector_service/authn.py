@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,6 +16,7 @@ import grpc
 from loom.content.v1 import tenancy_pb2, tenancy_pb2_grpc
 
 from servicekit.auth import UNAUTHENTICATED_MESSAGE, Principal, Role, hash_secret, same_secret
+from servicekit.clients import Retry, open_channel
 from servicekit.errors import ServiceError, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
@@ -24,23 +24,32 @@ log = logging.getLogger(__name__)
 SERVICE = Principal(role=Role.SERVICE)
 MAX_CACHED_KEYS = 10_000
 
-# Retries on UNAVAILABLE only, within the call's deadline, with backoff (gRPC service config).
-_RETRY_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{"service": "loom.content.v1.TenancyService", "method": "ResolveApiKey"}],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
+# The channel retries UNAVAILABLE, within the call's deadline, with backoff.
+_RETRY = Retry(
+    methods=[("loom.content.v1.TenancyService", "ResolveApiKey")],
+    max_attempts=3,
+    initial_backoff_seconds=0.05,
+    max_backoff_seconds=0.5,
 )
+
+
+class TenancyClient:
+    """vector_service's client of content_service: ResolveApiKey, on a servicekit.clients
+    channel (the service token and the deadline `timeout` on every call)."""
+
+    def __init__(self, address: str, service_token: str, *, timeout: float) -> None:
+        self.address = address
+        self._channel = open_channel(address, service_token, timeout=timeout, retry=_RETRY)
+        self._stub = tenancy_pb2_grpc.TenancyServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def resolve_api_key(self, secret: str) -> tenancy_pb2.ResolveApiKeyResponse:
+        answer: tenancy_pb2.ResolveApiKeyResponse = self._stub.ResolveApiKey(
+            tenancy_pb2.ResolveApiKeyRequest(secret=secret)
+        )
+        return answer
 
 
 class TenantKeyResolver:
@@ -51,29 +60,16 @@ class TenantKeyResolver:
     `negative_ttl` seconds (so a just-created key works quickly)."""
 
     def __init__(
-        self,
-        address: str,
-        service_token: str,
-        *,
-        timeout: float = 2.0,
-        ttl: float = 30.0,
-        negative_ttl: float = 5.0,
+        self, content: TenancyClient, *, ttl: float = 30.0, negative_ttl: float = 5.0
     ) -> None:
-        self._address = address
-        self._metadata = (("authorization", f"Bearer {service_token}"),)
-        self._timeout = timeout
+        self._content = content
         self._ttl = ttl
         self._negative_ttl = negative_ttl
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[("grpc.enable_retries", 1), ("grpc.service_config", _RETRY_CONFIG)],
-        )
-        self._stub = tenancy_pb2_grpc.TenancyServiceStub(self._channel)
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._channel.close()
+        self._content.close()
 
     def _cached(self, digest: str) -> tuple[bool, Principal | None]:
         with self._lock:
@@ -110,19 +106,17 @@ class TenantKeyResolver:
 
     def _ask(self, secret: str) -> Principal | None:
         try:
-            answer = self._stub.ResolveApiKey(
-                tenancy_pb2.ResolveApiKeyRequest(secret=secret),
-                metadata=self._metadata,
-                timeout=self._timeout,
-            )
+            answer = self._content.resolve_api_key(secret)
         except grpc.RpcError as exc:
             code = exc.code()
             if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                log.warning("content_service at %s unreachable: %s", self._address, code.name)
+                log.warning(
+                    "content_service at %s unreachable: %s", self._content.address, code.name
+                )
                 raise Unavailable(
-                    f"cannot check the API key: content_service ({self._address}) is "
+                    f"cannot check the API key: content_service ({self._content.address}) is "
                     "unavailable; retry later",
                     reason="AUTH_UNAVAILABLE",
                 ) from exc
@@ -130,7 +124,7 @@ class TenantKeyResolver:
                 log.error(
                     "content_service at %s rejected our service token (%s): "
                     "LOOM_SERVICE_TOKEN differs between the services",
-                    self._address,
+                    self._content.address,
                     code.name,
                 )
                 raise ServiceError(

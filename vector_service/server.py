@@ -7,11 +7,10 @@ import logging
 
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
-from servicekit.auth import service_token
 from servicekit.edge import EdgeInterceptor
 from servicekit.server import Running, Service, build_server
 from vector_service.api import VectorServicer
-from vector_service.authn import TenantKeyResolver, VectorAuthenticator
+from vector_service.authn import TenancyClient, TenantKeyResolver, VectorAuthenticator
 from vector_service.backup import backup_service
 from vector_service.embeddings import Embedder, create_embedder
 from vector_service.search import Searcher
@@ -48,11 +47,9 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
     Raises EmbeddingError for an embedder configuration the provider refuses."""
     model = embedder or create_embedder(settings.embedder_config())
     store = VectorStore(settings.database_uri, VectorSpace.of(model), store_options(settings))
-    token = service_token(settings.service_token, settings.data_dir)
+    token = settings.token()
     tenants = TenantKeyResolver(
-        settings.content_address,
-        token,
-        timeout=settings.content_timeout_seconds,
+        TenancyClient(settings.content_address, token, timeout=settings.content_timeout_seconds),
         ttl=settings.auth_cache_seconds,
         negative_ttl=settings.auth_negative_cache_seconds,
     )

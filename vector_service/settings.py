@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from servicekit.settings import ServiceSettings
 from vector_service.embeddings import EmbedderConfig
 
 Provider = Literal["local", "openai", "hash"]
 
 
-class VectorSettings(BaseSettings):
+class VectorSettings(ServiceSettings):
+    """DATA_DIR, LOOM_SERVICE_TOKEN and LOG_LEVEL come from servicekit.settings."""
+
     model_config = SettingsConfigDict(env_prefix="VECTOR_", extra="ignore", populate_by_name=True)
 
-    data_dir: Path = Field(default=Path("data"), validation_alias=AliasChoices("DATA_DIR"))
     host: str = "127.0.0.1"
     port: int = 50052
     # Empty means a directory under DATA_DIR. Any URI LanceDB takes (s3://..., gs://...).
@@ -54,9 +55,6 @@ class VectorSettings(BaseSettings):
     content_timeout_seconds: float = Field(default=2.0, gt=0)
     auth_cache_seconds: float = Field(default=30.0, ge=0)
     auth_negative_cache_seconds: float = Field(default=5.0, ge=0)
-    # Shared by our own processes; empty means: read or create DATA_DIR/service.token (0600).
-    service_token: str = Field(default="", validation_alias="LOOM_SERVICE_TOKEN", repr=False)
-    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
 
     @property
     def database_uri(self) -> str:

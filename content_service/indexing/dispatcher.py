@@ -28,22 +28,16 @@ from content_service.indexing import documents as vd
 from content_service.indexing.dispatch_lock import dispatch_lock
 from content_service.indexing.outbox import OUTBOX, Kind
 from content_service.indexing.vector_client import VectorClient
+from servicekit.clients import TRANSIENT
 
 log = logging.getLogger(__name__)
 
-# Errors that can go away by retrying the same batch as it is. Anything else (a document
-# vector_service refuses) is retried one source at a time, so one bad source cannot hold
-# back the others.
-TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.UNAUTHENTICATED,
-}
+# Failures that say nothing about any one source, so the batch is retried as it is: the
+# transient ones (servicekit.clients.TRANSIENT), CANCELLED (our own shutdown closed the
+# channel under the call) and UNAUTHENTICATED (vector_service refuses our token, whatever
+# the documents). Anything else (a document vector_service refuses) is retried one source at
+# a time, so one bad source cannot hold back the others.
+WHOLE_BATCH = TRANSIENT | {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAUTHENTICATED}
 MAX_ERROR_CHARS = 2000
 
 
@@ -185,7 +179,7 @@ class Dispatcher:
         except grpc.RpcError as exc:
             code, detail = exc.code(), " ".join(str(exc.details() or "").split())
             sources = {(r.kind, r.source_id) for r in rows}
-            if code not in TRANSIENT and len(sources) > 1:
+            if code not in WHOLE_BATCH and len(sources) > 1:
                 for source in sorted(sources):
                     self._deliver([r for r in rows if (r.kind, r.source_id) == source])
                 return

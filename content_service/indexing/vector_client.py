@@ -1,16 +1,17 @@
 """content_service's client of vector_service: the dispatcher's writes and reconcile's reads.
 
-Authenticates with the service token. Retries are the caller's business (the outbox keeps
-the work until a call succeeds), so the channel retries nothing by itself."""
+A servicekit.clients channel: every call carries the service token and the deadline
+`timeout`. Retries are the caller's business (the outbox keeps the work until a call
+succeeds), so the channel retries nothing by itself."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import grpc
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
 from content_service.indexing.documents import IMAGES, PAGES, POSTS, SECTIONS, Scope, VectorDocument
+from servicekit.clients import open_channel
 
 COLLECTIONS = {
     PAGES: vector_pb2.COLLECTION_PAGES,
@@ -33,10 +34,8 @@ def _scope(scope: Scope) -> vector_pb2.Scope:
 class VectorClient:
     def __init__(self, address: str, token: str, *, timeout: float) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(address)
+        self._channel = open_channel(address, token, timeout=timeout)
         self._stub = vector_pb2_grpc.VectorServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
-        self._timeout = timeout
 
     def close(self) -> None:
         self._channel.close()
@@ -54,9 +53,7 @@ class VectorClient:
                     for d in docs[start : start + UPSERT_BATCH]
                 ],
             )
-            response = self._stub.UpsertDocuments(
-                request, timeout=self._timeout, metadata=self._metadata
-            )
+            response = self._stub.UpsertDocuments(request)
             embedded += response.embedded_count
         return embedded
 
@@ -79,9 +76,7 @@ class VectorClient:
                     ids=list(batch),
                     source_id=source_id,
                     all_in_scope=all_in_scope,
-                ),
-                timeout=self._timeout,
-                metadata=self._metadata,
+                )
             )
 
     def list_documents(self, collection: str, scope: Scope) -> Iterator[vector_pb2.Document]:
@@ -90,9 +85,7 @@ class VectorClient:
             response = self._stub.ListDocuments(
                 vector_pb2.ListDocumentsRequest(
                     collection=COLLECTIONS[collection], scope=_scope(scope), page_token=token
-                ),
-                timeout=self._timeout,
-                metadata=self._metadata,
+                )
             )
             yield from response.documents
             token = response.next_page_token

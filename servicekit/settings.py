@@ -1,0 +1,45 @@
+"""What every process's settings share: the base of content_service's, vector_service's,
+image_worker's and loom_backup's one pydantic-settings object each.
+
+Each process's class adds its own fields under its own prefix (CONTENT_, VECTOR_, WORKER_,
+BACKUP_); the shared ones keep their unprefixed names. Secrets are never in a repr (or a log
+line made from one): the service token is a `SecretStr`, whose value is read only where it is
+sent or compared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from servicekit.auth import load_or_create_secret
+
+__all__ = ["SERVICE_TOKEN_FILE", "LoomSettings", "ServiceSettings"]
+
+SERVICE_TOKEN_FILE = "service.token"  # noqa: S105 - a file name, not a secret
+
+
+class LoomSettings(BaseSettings):
+    """Shared by every process, the backup command included."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(default=Path("data"), validation_alias=AliasChoices("DATA_DIR"))
+    # Shared by our own processes; empty means: read or create DATA_DIR/service.token (0600).
+    service_token: SecretStr = Field(default=SecretStr(""), validation_alias="LOOM_SERVICE_TOKEN")
+
+    def token(self) -> str:
+        """The token our own processes share: LOOM_SERVICE_TOKEN when set, else the one in
+        DATA_DIR/service.token, created (0600) by whichever process starts first."""
+        configured = self.service_token.get_secret_value()
+        if configured:
+            return configured
+        return load_or_create_secret(self.data_dir / SERVICE_TOKEN_FILE, "loomsvc")[0]
+
+
+class ServiceSettings(LoomSettings):
+    """Shared by the long-running processes (the services and the worker), which log at
+    LOG_LEVEL; the backup command sets its own level from -v."""
+
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
