@@ -11,7 +11,7 @@ from content_service.db.migrate import StaleSchemaError, upgrade
 from content_service.server import create_server, open_database
 from content_service.settings import ContentSettings
 from servicekit import logs
-from servicekit.server import serve_until_signalled
+from servicekit.server import PortInUse, serve_until_signalled
 
 log = logging.getLogger("content_service")
 
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         running = create_server(settings)
     except (StaleSchemaError, UnsafeSqliteError) as exc:
         log.error("%s", exc)
+        return 2
+    except PortInUse as exc:
+        log.error("%s; set CONTENT_PORT to another port", exc)
         return 2
     serve_until_signalled(running, settings.grace_seconds, "content_service")
     return 0

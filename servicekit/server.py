@@ -10,8 +10,10 @@ machine's noise; the benchmark's target is that sync costs no more than 10%."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -23,6 +25,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from servicekit.lifeline import Lifeline
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ def build_server(
         server,
     )
     address = f"{host}:{port}"
+    check_free(host, port)
     if tls is None:
         bound = server.add_insecure_port(address)
     else:
@@ -115,16 +120,49 @@ def build_server(
     return Running(server=server, port=bound, health=health_servicer)
 
 
+class PortInUse(OSError):
+    """Another process listens on the address: the entry points report it in one line."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"{host}:{port} is already in use (is another one running?)")
+        self.host = host
+        self.port = port
+
+
+def check_free(host: str, port: int) -> None:
+    """Raises PortInUse when something listens on host:port. gRPC's own bind failure is a
+    RuntimeError with a C-core log line beside it; asking first gives one clear error. With
+    SO_REUSEADDR, as gRPC binds, so that connections in TIME_WAIT do not count."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # gRPC reports a bad host itself
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port) from None
+            raise
+
+
 def wait_for_signal(stopping: threading.Event) -> None:
-    """Blocks the main thread until `stopping` is set by a signal handler.
+    """Blocks the main thread until `stopping` is set by a signal handler, or the supervisor
+    that started this process is gone (servicekit.lifeline; then `stopping` is set here).
 
     Never one untimed wait: Python runs signal handlers in the main thread, and a signal the
     kernel delivers to another thread (gRPC's, say) does not interrupt the main thread's lock
     wait, so an untimed `Event.wait()` could sleep through SIGTERM forever (seen: 1 run in 3
     of the image worker ignored SIGTERM). A timed wait returns to the interpreter, which then
     runs the pending handler."""
+    lifeline = Lifeline.from_env()
     while not stopping.wait(0.2):
-        pass
+        if lifeline.gone():
+            stopping.set()
 
 
 def serve_until_signalled(running: Running, grace: float, what: str) -> None:

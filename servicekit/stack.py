@@ -2,7 +2,8 @@
 
 Migrates the database, then runs each process with the same command docker-compose uses,
 prefixing their logs. Ctrl-C / SIGTERM stops them all gracefully (honcho forwards the signal
-and waits)."""
+and waits). If the supervisor itself dies (SIGKILL, a closed terminal), the processes notice
+and stop too (servicekit.lifeline). A port already taken is one line naming its setting."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The processes of the stack, by the command compose also runs. Later services add theirs here.
+from servicekit.lifeline import ENV as SUPERVISOR_ENV
+from servicekit.server import PortInUse, check_free
+
+# The servers' listen settings: (host variable, port variable, default port).
+LISTENERS = (("CONTENT_HOST", "CONTENT_PORT", "50051"), ("VECTOR_HOST", "VECTOR_PORT", "50052"))
+
+# The processes of the stack, by the command compose also runs.
 PROCESSES = {
     "content": [sys.executable, "-m", "content_service", "serve"],
     "vector": [sys.executable, "-m", "vector_service"],
@@ -23,7 +30,23 @@ def main() -> int:
     from honcho.manager import Manager
 
     data_dir = Path(os.environ.get("DATA_DIR", "data")).resolve()
-    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+        SUPERVISOR_ENV: str(os.getpid()),
+    }
+    for host_setting, port_setting, default in LISTENERS:
+        port = env.get(port_setting, default)
+        try:
+            check_free(env.get(host_setting, "127.0.0.1"), int(port))
+        except PortInUse:
+            print(
+                f"make run: port {port} ({port_setting}) is already in use; is another stack "
+                f"running? Stop it, or set {port_setting} to another port.",
+                file=sys.stderr,
+            )
+            return 1
     # Each process finds the others on loopback, at the ports the environment chose.
     content = f"127.0.0.1:{env.get('CONTENT_PORT', '50051')}"
     vector = f"127.0.0.1:{env.get('VECTOR_PORT', '50052')}"

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from servicekit import logs
-from servicekit.server import serve_until_signalled
+from servicekit.server import PortInUse, serve_until_signalled
 from vector_service.embeddings import EmbeddingError
 from vector_service.server import create_server, loaded_embedder
 from vector_service.settings import VectorSettings
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         running = create_server(settings, embedder=loaded_embedder(settings))
     except EmbeddingError as exc:
         log.error("cannot set up the %s embedder: %s", settings.provider, exc)
+        return 2
+    except PortInUse as exc:
+        log.error("%s; set VECTOR_PORT to another port", exc)
         return 2
     serve_until_signalled(running, settings.grace_seconds, "vector_service")
     return 0
