@@ -13,7 +13,6 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    Connection,
     Select,
     Table,
     bindparam,
@@ -35,7 +34,7 @@ from content_service.db.models import (
     SectionEntry,
     Site,
 )
-from content_service.db.raw import RawSelect
+from content_service.db.raw import RawSelect, StatementConnection
 from content_service.db.values import dumps, now
 from content_service.scope import EnvScope
 from servicekit.auth import Principal
@@ -504,7 +503,7 @@ _BY_SLUG_OF_TEAM = _BY_SLUG.where(Site.team_id == bindparam("team_id"))
 _BY_SLUG_RAW, _BY_SLUG_OF_TEAM_RAW = RawSelect(_BY_SLUG), RawSelect(_BY_SLUG_OF_TEAM)
 
 
-def get_page(conn: Connection, principal: Principal, page_id: str) -> ViewRows:
+def get_page(conn: StatementConnection, principal: Principal, page_id: str) -> ViewRows:
     """The page as rows of VIEW_COLUMNS, one per section in order (one row with NULL section
     columns for a page without sections). Another team's page is NotFound, like a missing
     one."""
@@ -520,7 +519,7 @@ def get_page(conn: Connection, principal: Principal, page_id: str) -> ViewRows:
 
 
 def get_page_by_slug(
-    conn: Connection, principal: Principal, environment_id: str, slug: str
+    conn: StatementConnection, principal: Principal, environment_id: str, slug: str
 ) -> ViewRows:
     """Like get_page, by environment and slug."""
     scope.require_id(environment_id, "environment_id")

@@ -4,7 +4,7 @@ mapping from domain errors to gRPC statuses (with google.rpc ErrorInfo / BadRequ
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,7 @@ class EdgeInterceptor(_Interceptor):
         edge = self
 
         def request_id() -> str:
-            return _metadata_value(metadata, "x-request-id") or uuid.uuid4().hex[:16]
+            return _metadata_value(metadata, "x-request-id") or os.urandom(8).hex()
 
         def authenticate() -> Any:
             return None if public else set_principal(edge._authenticate(bearer_token(metadata)))

@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Select
+from sqlalchemy import Select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 
@@ -30,6 +31,15 @@ class _Compiled:
     row: Any  # a namedtuple class: rows keep the statement's column names
 
 
+@dataclass(frozen=True, slots=True)
+class StatementConnection:
+    """What a raw statement runs on: the dialect (to compile for) and the driver's own
+    connection (Database.read_statement gives one)."""
+
+    dialect: Dialect
+    driver_connection: Any
+
+
 class RawSelect:
     observers: ClassVar[list[Callable[[str, Any], None]]] = []
 
@@ -37,13 +47,13 @@ class RawSelect:
         self._statement = statement
         self._compiled: dict[str, _Compiled] = {}
 
-    def all(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+    def all(self, conn: StatementConnection, params: Mapping[str, Any]) -> list[Any]:
         """Every row, as named tuples with the statement's column names. A driver error is
         raised as SQLAlchemy's wrapper, as Connection.execute would."""
         dialect = conn.dialect
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
-            compiled = self._compiled[dialect.name] = self._compile(conn)
+            compiled = self._compiled[dialect.name] = self._compile(dialect)
         args: Any = (
             tuple(params[name] for name in compiled.positions)
             if compiled.positions is not None
@@ -52,7 +62,7 @@ class RawSelect:
         for observe in RawSelect.observers:
             observe(compiled.sql, args)
         dbapi = dialect.loaded_dbapi
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = conn.driver_connection.cursor()
         try:
             cursor.execute(compiled.sql, args)
             fetched = cursor.fetchall()
@@ -63,8 +73,8 @@ class RawSelect:
         make = compiled.row._make
         return [make(row) for row in fetched]
 
-    def _compile(self, conn: Connection) -> _Compiled:
-        compiled = self._statement.compile(dialect=conn.dialect)
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        compiled = self._statement.compile(dialect=dialect)
         names = list(self._statement.selected_columns.keys())
         positions = tuple(compiled.positiontup) if compiled.positiontup is not None else None
         return _Compiled(str(compiled), positions, namedtuple("Row", names))

@@ -27,8 +27,8 @@ def test_rows_match_connection_execute(migrated_db: Database) -> None:
         .order_by(TEAMS.c.created_at.desc())
     )
     raw = RawSelect(statement)
-    with migrated_db.read_statement() as conn:
-        expected = conn.execute(statement, {"since": 10, "skip": "t3"}).all()
+    with migrated_db.read() as session:
+        expected = session.execute(statement, {"since": 10, "skip": "t3"}).all()
     for _ in range(2):  # compiled on the first call, reused on the second
         with migrated_db.read_statement() as conn:
             rows = raw.all(conn, {"skip": "t3", "since": 10})
@@ -51,18 +51,33 @@ def test_driver_errors_arrive_as_sqlalchemy_errors(migrated_db: Database) -> Non
         raw.all(conn, {"id": "x"})
 
 
-def test_the_connection_goes_back_to_the_pool_outside_any_transaction(
+def test_the_connection_is_left_outside_any_transaction(
     migrated_db: Database,
 ) -> None:
     """psycopg opens a transaction for the first statement; the pool's reset must end it, or
-    the connection would sit idle in transaction holding its locks."""
+    the connection would sit idle in transaction holding its locks. SQLite's statement
+    connection (one per thread) runs in autocommit: no transaction stays open after it."""
     raw = RawSelect(select(TEAMS.c.id).where(TEAMS.c.id == bindparam("id")))
     with migrated_db.read_statement() as conn:
         raw.all(conn, {"id": "x"})
-        driver: Any = conn.connection.driver_connection
+        driver: Any = conn.driver_connection
     if migrated_db.is_sqlite:
         assert not driver.in_transaction
     else:
         import psycopg
 
         assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_each_statement_sees_every_write_committed_before_it(migrated_db: Database) -> None:
+    """The statement connection is kept between calls (per thread on SQLite): it must never
+    keep a snapshot from one statement to the next."""
+    raw = RawSelect(select(TEAMS.c.name).where(TEAMS.c.id == bindparam("id")))
+    for i in range(3):
+        with migrated_db.write() as s:
+            if i == 0:
+                s.execute(TEAMS.insert().values(id="t", name="v0", created_at=0))
+            else:
+                s.execute(TEAMS.update().where(TEAMS.c.id == "t").values(name=f"v{i}"))
+        with migrated_db.read_statement() as conn:
+            assert [r.name for r in raw.all(conn, {"id": "t"})] == [f"v{i}"]
