@@ -3,10 +3,14 @@
 messages.seq is dense and zero-based per session. It is assigned inside the write
 transaction after taking the session row's lock (SELECT ... FOR UPDATE on PostgreSQL; SQLite's
 BEGIN IMMEDIATE already serializes writers), so concurrent appends queue instead of reading
-the same max(seq); the unique (session_id, seq) constraint backs that up."""
+the same max(seq); the unique (session_id, seq) constraint backs that up.
+
+Every write to a session or its messages bumps sessions.version under that same lock: the
+session's etag. A write that names an etag is Aborted when it is not the current one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,20 +21,42 @@ from content_service import scope, validation
 from content_service.db.models import ChatSession, Message, Site
 from content_service.db.values import now
 from servicekit.auth import Principal
-from servicekit.errors import NotFound, invalid
+from servicekit.errors import Aborted, NotFound, invalid
 from servicekit.ids import new_id
 from servicekit.pagination import PageRequest
 
-ROLES = ("user", "assistant", "tool")
+ROLES = ("user", "assistant", "tool", "system")
 MAX_MESSAGES_PER_APPEND = 100
+MAX_MESSAGES_PER_REPLACE = 1000
 MAX_CONTENT_BYTES = 256 * 1024
 MAX_METADATA_BYTES = 64 * 1024
+MAX_WORKING_MEMORY_BYTES = 256 * 1024
+MAX_MODEL = 200
+# What UpdateSession may change.
+UPDATABLE = ("title", "metadata", "model", "working_memory")
 
 
 @dataclass
 class NewMessage:
     role: str  # "" when unspecified (rejected)
     content: dict[str, Any]
+
+
+def etag_of(chat: ChatSession) -> str:
+    return f'W/"{chat.version}"'
+
+
+def _check_etag(chat: ChatSession, etag: str) -> None:
+    if etag and etag != etag_of(chat):
+        raise Aborted(
+            "the session changed since you read it (etag mismatch); read it again",
+            reason="ETAG_MISMATCH",
+        )
+
+
+def _touch(chat: ChatSession) -> None:
+    chat.version += 1
+    chat.updated_at = now()
 
 
 def _session_in_scope(
@@ -60,20 +86,54 @@ def message_counts(session: Session, session_ids: list[str]) -> dict[str, int]:
     return {sid: int(n) for sid, n in rows}
 
 
+@dataclass
+class SessionFields:
+    """What a client sets on a session (CreateSession reads all, UpdateSession the masked)."""
+
+    title: str = ""
+    metadata: dict[str, Any] | None = None
+    model: str = ""
+    working_memory: dict[str, Any] | None = None
+
+
+def _stored(fields: SessionFields, paths: Iterable[str]) -> dict[str, str]:
+    """The columns for `paths`, validated (nothing is written before every path passed)."""
+    out: dict[str, str] = {}
+    for path in paths:
+        if path == "title":
+            out["title"] = validation.text(
+                fields.title, "session.title", max_len=500, required=False
+            )
+        elif path == "metadata":
+            out["metadata_json"] = validation.json_object(
+                fields.metadata or {}, "session.metadata", max_bytes=MAX_METADATA_BYTES
+            )
+        elif path == "model":
+            out["model"] = validation.text(
+                fields.model, "session.model", max_len=MAX_MODEL, required=False
+            )
+        elif path == "working_memory":
+            out["working_memory"] = validation.json_object(
+                fields.working_memory or {},
+                "session.working_memory",
+                max_bytes=MAX_WORKING_MEMORY_BYTES,
+            )
+    return out
+
+
 def create_session(
-    session: Session, principal: Principal, site_id: str, title: str, metadata: dict[str, Any]
+    session: Session, principal: Principal, site_id: str, fields: SessionFields
 ) -> ChatSession:
     site = scope.site(session, principal, site_id)
-    validation.text(title, "session.title", max_len=500, required=False)
-    stored = validation.json_object(metadata, "session.metadata", max_bytes=MAX_METADATA_BYTES)
+    stored = _stored(fields, UPDATABLE)
     ts = now()
     chat = ChatSession(
         id=new_id(),
         site_id=site.id,
-        title=title,
-        metadata_json=stored,
         created_at=ts,
         updated_at=ts,
+        version=1,
+        **stored,
     )
     session.add(chat)
     session.flush()
@@ -94,20 +154,31 @@ def list_sessions(
     return list(session.scalars(stmt.order_by(ChatSession.id).limit(page.size + 1)))
 
 
+def update_session(
+    session: Session,
+    principal: Principal,
+    session_id: str,
+    fields: SessionFields,
+    paths: Iterable[str],
+    etag: str,
+) -> ChatSession:
+    stored = _stored(fields, paths)
+    chat = _session_in_scope(session, principal, session_id, "session.id", lock=True)
+    _check_etag(chat, etag)
+    for column, value in stored.items():
+        setattr(chat, column, value)
+    _touch(chat)
+    return chat
+
+
 def delete_session(session: Session, principal: Principal, session_id: str) -> None:
     chat = _session_in_scope(session, principal, session_id, "id", lock=True)
     session.execute(delete(Message).where(Message.session_id == chat.id))
     session.delete(chat)
 
 
-def append_messages(
-    session: Session, principal: Principal, session_id: str, messages: list[NewMessage]
-) -> list[dict[str, Any]]:
-    """Appends in order; returns the inserted rows (id, seq, role, content, created_at)."""
-    if not messages:
-        raise invalid("messages", "at least one message is required")
-    if len(messages) > MAX_MESSAGES_PER_APPEND:
-        raise invalid("messages", f"at most {MAX_MESSAGES_PER_APPEND} messages per call")
+def _checked(messages: list[NewMessage]) -> list[tuple[str, str]]:
+    """(role, stored content) per message, every one validated."""
     stored: list[tuple[str, str]] = []
     for i, message in enumerate(messages):
         if message.role not in ROLES:
@@ -116,10 +187,57 @@ def append_messages(
             message.content, f"messages[{i}].content", max_bytes=MAX_CONTENT_BYTES
         )
         stored.append((message.role, content))
+    return stored
+
+
+def append_messages(
+    session: Session,
+    principal: Principal,
+    session_id: str,
+    messages: list[NewMessage],
+    etag: str = "",
+) -> tuple[ChatSession, list[dict[str, Any]]]:
+    """Appends in order; returns the session and the inserted rows (id, seq, role, content,
+    created_at)."""
+    if not messages:
+        raise invalid("messages", "at least one message is required")
+    if len(messages) > MAX_MESSAGES_PER_APPEND:
+        raise invalid("messages", f"at most {MAX_MESSAGES_PER_APPEND} messages per call")
+    stored = _checked(messages)
     chat = _session_in_scope(session, principal, session_id, "session_id", lock=True)
+    _check_etag(chat, etag)
     last = session.scalar(select(func.max(Message.seq)).where(Message.session_id == chat.id))
-    start = 0 if last is None else last + 1
-    ts = now()
+    return chat, _insert(session, chat, stored, 0 if last is None else last + 1)
+
+
+def replace_messages(
+    session: Session,
+    principal: Principal,
+    session_id: str,
+    messages: list[NewMessage],
+    etag: str = "",
+) -> tuple[ChatSession, list[dict[str, Any]]]:
+    """The session's history becomes `messages` (seq from 0), in one transaction."""
+    if len(messages) > MAX_MESSAGES_PER_REPLACE:
+        raise invalid("messages", f"at most {MAX_MESSAGES_PER_REPLACE} messages per call")
+    stored = _checked(messages)
+    chat = _session_in_scope(session, principal, session_id, "session_id", lock=True)
+    _check_etag(chat, etag)
+    session.execute(delete(Message).where(Message.session_id == chat.id))
+    return chat, _insert(session, chat, stored, 0)
+
+
+def clear_messages(
+    session: Session, principal: Principal, session_id: str, etag: str = ""
+) -> ChatSession:
+    return replace_messages(session, principal, session_id, [], etag)[0]
+
+
+def _insert(
+    session: Session, chat: ChatSession, stored: list[tuple[str, str]], start: int
+) -> list[dict[str, Any]]:
+    _touch(chat)
+    ts = chat.updated_at
     rows = [
         {
             "id": new_id(),
@@ -131,8 +249,8 @@ def append_messages(
         }
         for i, (role, content) in enumerate(stored)
     ]
-    session.execute(insert(Message), rows)
-    chat.updated_at = ts
+    if rows:
+        session.execute(insert(Message), rows)
     return rows
 
 

@@ -187,6 +187,11 @@ class ChatSession(Base):
     metadata_json: Mapped[str] = mapped_column("metadata", Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    # 0006: the assistant's model and working memory (JSON), saved after every turn; version
+    # grows with every write to the session or its messages (the etag).
+    model: Mapped[str] = mapped_column(String(200), server_default="")
+    working_memory: Mapped[str] = mapped_column(Text, server_default="{}")
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
 
 
 class Message(Base):

@@ -109,3 +109,27 @@ def test_batch_recreating_a_parent_table_keeps_child_rows(tmp_path: Path) -> Non
         assert s.execute(text("select count(*) from page_sections")).scalar() == 1
         assert s.execute(text("select title from pages")).scalar() == "Home"
     db.dispose()
+
+
+def test_0006_gives_existing_sessions_an_empty_memory_and_their_first_etag(db_url: str) -> None:
+    db = Database(db_url)
+    upgrade(db, "0005_add_search")
+    with db.write() as s:
+        for statement in SEED[:2]:
+            s.execute(text(statement))
+        s.execute(
+            text(
+                "insert into sessions (id, site_id, title, metadata, created_at, updated_at)"
+                " values ('c1', 's1', 'Chat', '{\"m\": 1}', 1, 2)"
+            )
+        )
+    upgrade(db, "0006_add_session_memory")
+    with db.read() as s:
+        row = s.execute(
+            text("select title, metadata, model, working_memory, version from sessions")
+        ).one()
+    assert tuple(row) == ("Chat", '{"m": 1}', "", "{}", 1)
+    downgrade(db, "0005_add_search")
+    with db.read() as s:
+        assert s.execute(text("select title from sessions")).scalar() == "Chat"
+    db.dispose()

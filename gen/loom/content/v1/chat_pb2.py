@@ -23,41 +23,50 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aloom/content/v1/chat.proto\x12\x0floom.content.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x01\n\x0b\x43hatSession\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rmessage_count\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbd\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12*\n\x04role\x18\x04 \x01(\x0e\x32\x1c.loom.content.v1.MessageRole\x12(\n\x07\x63ontent\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x14\x43reateSessionRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12-\n\x07session\x18\x02 \x01(\x0b\x32\x1c.loom.content.v1.ChatSession\"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"M\n\x13ListSessionsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x14ListSessionsResponse\x12.\n\x08sessions\x18\x01 \x03(\x0b\x32\x1c.loom.content.v1.ChatSession\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x14\x44\x65leteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"W\n\x15\x41ppendMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.loom.content.v1.Message\"D\n\x16\x41ppendMessagesResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.loom.content.v1.Message\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListMessagesResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.loom.content.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*u\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x01\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x02\x12\x15\n\x11MESSAGE_ROLE_TOOL\x10\x03\x32\xa0\x04\n\x0b\x43hatService\x12T\n\rCreateSession\x12%.loom.content.v1.CreateSessionRequest\x1a\x1c.loom.content.v1.ChatSession\x12N\n\nGetSession\x12\".loom.content.v1.GetSessionRequest\x1a\x1c.loom.content.v1.ChatSession\x12[\n\x0cListSessions\x12$.loom.content.v1.ListSessionsRequest\x1a%.loom.content.v1.ListSessionsResponse\x12N\n\rDeleteSession\x12%.loom.content.v1.DeleteSessionRequest\x1a\x16.google.protobuf.Empty\x12\x61\n\x0e\x41ppendMessages\x12&.loom.content.v1.AppendMessagesRequest\x1a\'.loom.content.v1.AppendMessagesResponse\x12[\n\x0cListMessages\x12$.loom.content.v1.ListMessagesRequest\x1a%.loom.content.v1.ListMessagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aloom/content/v1/chat.proto\x12\x0floom.content.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x02\n\x0b\x43hatSession\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rmessage_count\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05model\x18\x08 \x01(\t\x12/\n\x0eworking_memory\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04\x65tag\x18\n \x01(\t\"\xbd\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12*\n\x04role\x18\x04 \x01(\x0e\x32\x1c.loom.content.v1.MessageRole\x12(\n\x07\x63ontent\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x14\x43reateSessionRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12-\n\x07session\x18\x02 \x01(\x0b\x32\x1c.loom.content.v1.ChatSession\"v\n\x14UpdateSessionRequest\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.loom.content.v1.ChatSession\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"M\n\x13ListSessionsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x14ListSessionsResponse\x12.\n\x08sessions\x18\x01 \x03(\x0b\x32\x1c.loom.content.v1.ChatSession\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x14\x44\x65leteSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"e\n\x15\x41ppendMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.loom.content.v1.Message\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"R\n\x16\x41ppendMessagesResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.loom.content.v1.Message\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"f\n\x16ReplaceMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.loom.content.v1.Message\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"S\n\x17ReplaceMessagesResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.loom.content.v1.Message\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"8\n\x14\x43learMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x14ListMessagesResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.loom.content.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x8e\x01\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x01\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x02\x12\x15\n\x11MESSAGE_ROLE_TOOL\x10\x03\x12\x17\n\x13MESSAGE_ROLE_SYSTEM\x10\x04\x32\xb2\x06\n\x0b\x43hatService\x12T\n\rCreateSession\x12%.loom.content.v1.CreateSessionRequest\x1a\x1c.loom.content.v1.ChatSession\x12N\n\nGetSession\x12\".loom.content.v1.GetSessionRequest\x1a\x1c.loom.content.v1.ChatSession\x12[\n\x0cListSessions\x12$.loom.content.v1.ListSessionsRequest\x1a%.loom.content.v1.ListSessionsResponse\x12T\n\rUpdateSession\x12%.loom.content.v1.UpdateSessionRequest\x1a\x1c.loom.content.v1.ChatSession\x12N\n\rDeleteSession\x12%.loom.content.v1.DeleteSessionRequest\x1a\x16.google.protobuf.Empty\x12\x61\n\x0e\x41ppendMessages\x12&.loom.content.v1.AppendMessagesRequest\x1a\'.loom.content.v1.AppendMessagesResponse\x12[\n\x0cListMessages\x12$.loom.content.v1.ListMessagesRequest\x1a%.loom.content.v1.ListMessagesResponse\x12\x64\n\x0fReplaceMessages\x12\'.loom.content.v1.ReplaceMessagesRequest\x1a(.loom.content.v1.ReplaceMessagesResponse\x12T\n\rClearMessages\x12%.loom.content.v1.ClearMessagesRequest\x1a\x1c.loom.content.v1.ChatSessionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.content.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGEROLE']._serialized_start=1222
-  _globals['_MESSAGEROLE']._serialized_end=1339
-  _globals['_CHATSESSION']._serialized_start=140
-  _globals['_CHATSESSION']._serialized_end=361
-  _globals['_MESSAGE']._serialized_start=364
-  _globals['_MESSAGE']._serialized_end=553
-  _globals['_CREATESESSIONREQUEST']._serialized_start=555
-  _globals['_CREATESESSIONREQUEST']._serialized_end=641
-  _globals['_GETSESSIONREQUEST']._serialized_start=643
-  _globals['_GETSESSIONREQUEST']._serialized_end=674
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=676
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=753
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=755
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=850
-  _globals['_DELETESESSIONREQUEST']._serialized_start=852
-  _globals['_DELETESESSIONREQUEST']._serialized_end=886
-  _globals['_APPENDMESSAGESREQUEST']._serialized_start=888
-  _globals['_APPENDMESSAGESREQUEST']._serialized_end=975
-  _globals['_APPENDMESSAGESRESPONSE']._serialized_start=977
-  _globals['_APPENDMESSAGESRESPONSE']._serialized_end=1045
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1047
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1127
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1129
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1220
-  _globals['_CHATSERVICE']._serialized_start=1342
-  _globals['_CHATSERVICE']._serialized_end=1886
+  _globals['_MESSAGEROLE']._serialized_start=1730
+  _globals['_MESSAGEROLE']._serialized_end=1872
+  _globals['_CHATSESSION']._serialized_start=174
+  _globals['_CHATSESSION']._serialized_end=473
+  _globals['_MESSAGE']._serialized_start=476
+  _globals['_MESSAGE']._serialized_end=665
+  _globals['_CREATESESSIONREQUEST']._serialized_start=667
+  _globals['_CREATESESSIONREQUEST']._serialized_end=753
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=755
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=873
+  _globals['_GETSESSIONREQUEST']._serialized_start=875
+  _globals['_GETSESSIONREQUEST']._serialized_end=906
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=908
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=985
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=987
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1082
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1084
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1118
+  _globals['_APPENDMESSAGESREQUEST']._serialized_start=1120
+  _globals['_APPENDMESSAGESREQUEST']._serialized_end=1221
+  _globals['_APPENDMESSAGESRESPONSE']._serialized_start=1223
+  _globals['_APPENDMESSAGESRESPONSE']._serialized_end=1305
+  _globals['_REPLACEMESSAGESREQUEST']._serialized_start=1307
+  _globals['_REPLACEMESSAGESREQUEST']._serialized_end=1409
+  _globals['_REPLACEMESSAGESRESPONSE']._serialized_start=1411
+  _globals['_REPLACEMESSAGESRESPONSE']._serialized_end=1494
+  _globals['_CLEARMESSAGESREQUEST']._serialized_start=1496
+  _globals['_CLEARMESSAGESREQUEST']._serialized_end=1552
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1554
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1634
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1636
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1727
+  _globals['_CHATSERVICE']._serialized_start=1875
+  _globals['_CHATSERVICE']._serialized_end=2693
 # @@protoc_insertion_point(module_scope)

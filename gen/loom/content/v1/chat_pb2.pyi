@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -35,6 +36,8 @@ class _MessageRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageRo
     """The assistant (the model)."""
     MESSAGE_ROLE_TOOL: _MessageRole.ValueType  # 3
     """A tool call's result fed back to the assistant."""
+    MESSAGE_ROLE_SYSTEM: _MessageRole.ValueType  # 4
+    """Instructions to the assistant (a system prompt)."""
 
 class MessageRole(_MessageRole, metaclass=_MessageRoleEnumTypeWrapper):
     """Who wrote a message."""
@@ -47,6 +50,8 @@ MESSAGE_ROLE_ASSISTANT: MessageRole.ValueType  # 2
 """The assistant (the model)."""
 MESSAGE_ROLE_TOOL: MessageRole.ValueType  # 3
 """A tool call's result fed back to the assistant."""
+MESSAGE_ROLE_SYSTEM: MessageRole.ValueType  # 4
+"""Instructions to the assistant (a system prompt)."""
 Global___MessageRole: _TypeAlias = MessageRole  # noqa: Y015
 
 @_typing.final
@@ -62,6 +67,9 @@ class ChatSession(_message.Message):
     MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    WORKING_MEMORY_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned id."""
     site_id: _builtins.str
@@ -70,6 +78,12 @@ class ChatSession(_message.Message):
     """At most 500 characters; may be empty."""
     message_count: _builtins.int
     """Output only. How many messages the session holds."""
+    model: _builtins.str
+    """The model the assistant uses in this session; at most 200 characters; may be empty."""
+    etag: _builtins.str
+    """Changes with every write to the session or its messages. Send it back in a write to turn
+    a lost update into ABORTED.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free JSON for the client (model name, page being edited, ...)."""
@@ -80,7 +94,11 @@ class ChatSession(_message.Message):
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only. Changes when messages are appended."""
+        """Output only. Changes with every write to the session or its messages."""
+
+    @_builtins.property
+    def working_memory(self) -> _struct_pb2.Struct:
+        """The assistant's working memory, free JSON; at most 256 KiB as JSON."""
 
     def __init__(
         self,
@@ -92,10 +110,13 @@ class ChatSession(_message.Message):
         message_count: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        model: _builtins.str = ...,
+        working_memory: _struct_pb2.Struct | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "update_time", b"update_time", "working_memory", b"working_memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "message_count", b"message_count", "metadata", b"metadata", "site_id", b"site_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "id", b"id", "message_count", b"message_count", "metadata", b"metadata", "model", b"model", "site_id", b"site_id", "title", b"title", "update_time", b"update_time", "working_memory", b"working_memory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,7 +180,7 @@ class CreateSessionRequest(_message.Message):
     """The site the session belongs to."""
     @_builtins.property
     def session(self) -> Global___ChatSession:
-        """The session: title and metadata are read."""
+        """The session: title, metadata, model and working_memory are read."""
 
     def __init__(
         self,
@@ -174,6 +195,38 @@ class CreateSessionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateSessionRequest: _TypeAlias = CreateSessionRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSessionRequest(_message.Message):
+    """Request for UpdateSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___ChatSession:
+        """The session: id is required; title, metadata, model and working_memory are read as the
+        mask says; etag, when set, must be the session's current one.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Paths among title, metadata, model, working_memory; empty = all four."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___ChatSession | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSessionRequest: _TypeAlias = UpdateSessionRequest  # noqa: Y015
 
 @_typing.final
 class GetSessionRequest(_message.Message):
@@ -285,8 +338,11 @@ class AppendMessagesRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session to append to."""
+    etag: _builtins.str
+    """When set, the session's current etag: the append is ABORTED if it changed."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """1-100 messages, in order; role and content are read."""
@@ -296,10 +352,11 @@ class AppendMessagesRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         messages: _abc.Iterable[Global___Message] | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "messages", b"messages", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -312,6 +369,9 @@ class AppendMessagesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MESSAGES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The session's etag after the append."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The appended messages with their ids and sequence numbers."""
@@ -320,14 +380,101 @@ class AppendMessagesResponse(_message.Message):
         self,
         *,
         messages: _abc.Iterable[Global___Message] | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "messages", b"messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AppendMessagesResponse: _TypeAlias = AppendMessagesResponse  # noqa: Y015
+
+@_typing.final
+class ReplaceMessagesRequest(_message.Message):
+    """Request for ReplaceMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session whose history to replace."""
+    etag: _builtins.str
+    """When set, the session's current etag: the call is ABORTED if it changed."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """0-1000 messages, in order; role and content are read."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "messages", b"messages", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaceMessagesRequest: _TypeAlias = ReplaceMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ReplaceMessagesResponse(_message.Message):
+    """Response for ReplaceMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The session's etag after the replace."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """The session's new history, with ids and sequence numbers from 0."""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaceMessagesResponse: _TypeAlias = ReplaceMessagesResponse  # noqa: Y015
+
+@_typing.final
+class ClearMessagesRequest(_message.Message):
+    """Request for ClearMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session whose messages to remove."""
+    etag: _builtins.str
+    """When set, the session's current etag: the call is ABORTED if it changed."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearMessagesRequest: _TypeAlias = ClearMessagesRequest  # noqa: Y015
 
 @_typing.final
 class ListMessagesRequest(_message.Message):

@@ -29,7 +29,9 @@ if _version_not_supported:
 class ChatServiceStub:
     """Chat sessions with the site builder's assistant, and their messages in order.
     Sessions belong to a site; every call is scoped to the caller's team, and another team's
-    session is NOT_FOUND.
+    session is NOT_FOUND. Every write to a session or its messages changes the session's etag;
+    a write that names an etag (UpdateSession, AppendMessages, ReplaceMessages, ClearMessages)
+    is ABORTED, and writes nothing, when the session changed since that etag was read.
     """
 
     def __init__(self, channel):
@@ -53,6 +55,11 @@ class ChatServiceStub:
                 request_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.UpdateSession = channel.unary_unary(
+                '/loom.content.v1.ChatService/UpdateSession',
+                request_serializer=loom_dot_content_dot_v1_dot_chat__pb2.UpdateSessionRequest.SerializeToString,
+                response_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ChatSession.FromString,
+                _registered_method=True)
         self.DeleteSession = channel.unary_unary(
                 '/loom.content.v1.ChatService/DeleteSession',
                 request_serializer=loom_dot_content_dot_v1_dot_chat__pb2.DeleteSessionRequest.SerializeToString,
@@ -68,12 +75,24 @@ class ChatServiceStub:
                 request_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.ReplaceMessages = channel.unary_unary(
+                '/loom.content.v1.ChatService/ReplaceMessages',
+                request_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ReplaceMessagesRequest.SerializeToString,
+                response_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ReplaceMessagesResponse.FromString,
+                _registered_method=True)
+        self.ClearMessages = channel.unary_unary(
+                '/loom.content.v1.ChatService/ClearMessages',
+                request_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ClearMessagesRequest.SerializeToString,
+                response_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ChatSession.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
     """Chat sessions with the site builder's assistant, and their messages in order.
     Sessions belong to a site; every call is scoped to the caller's team, and another team's
-    session is NOT_FOUND.
+    session is NOT_FOUND. Every write to a session or its messages changes the session's etag;
+    a write that names an etag (UpdateSession, AppendMessages, ReplaceMessages, ClearMessages)
+    is ABORTED, and writes nothing, when the session changed since that etag was read.
     """
 
     def CreateSession(self, request, context):
@@ -92,6 +111,14 @@ class ChatServiceServicer:
 
     def ListSessions(self, request, context):
         """Lists a site's sessions, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSession(self, request, context):
+        """Updates a session's title, metadata, model and working memory (update_mask; empty = all
+        four), e.g. after every turn of the assistant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +146,21 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplaceMessages(self, request, context):
+        """Replaces a session's whole history in one transaction (a summarised or edited
+        conversation): the messages given become seq 0, 1, 2, ...; an empty list clears it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearMessages(self, request, context):
+        """Removes every message of a session; the session itself stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +179,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     request_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ListSessionsRequest.FromString,
                     response_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ListSessionsResponse.SerializeToString,
             ),
+            'UpdateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSession,
+                    request_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.UpdateSessionRequest.FromString,
+                    response_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ChatSession.SerializeToString,
+            ),
             'DeleteSession': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSession,
                     request_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.DeleteSessionRequest.FromString,
@@ -152,6 +199,16 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     request_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ListMessagesRequest.FromString,
                     response_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ListMessagesResponse.SerializeToString,
             ),
+            'ReplaceMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceMessages,
+                    request_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ReplaceMessagesRequest.FromString,
+                    response_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ReplaceMessagesResponse.SerializeToString,
+            ),
+            'ClearMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearMessages,
+                    request_deserializer=loom_dot_content_dot_v1_dot_chat__pb2.ClearMessagesRequest.FromString,
+                    response_serializer=loom_dot_content_dot_v1_dot_chat__pb2.ChatSession.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'loom.content.v1.ChatService', rpc_method_handlers)
@@ -163,7 +220,9 @@ def add_ChatServiceServicer_to_server(servicer, server):
 class ChatService:
     """Chat sessions with the site builder's assistant, and their messages in order.
     Sessions belong to a site; every call is scoped to the caller's team, and another team's
-    session is NOT_FOUND.
+    session is NOT_FOUND. Every write to a session or its messages changes the session's etag;
+    a write that names an etag (UpdateSession, AppendMessages, ReplaceMessages, ClearMessages)
+    is ABORTED, and writes nothing, when the session changed since that etag was read.
     """
 
     @staticmethod
@@ -248,6 +307,33 @@ class ChatService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.content.v1.ChatService/UpdateSession',
+            loom_dot_content_dot_v1_dot_chat__pb2.UpdateSessionRequest.SerializeToString,
+            loom_dot_content_dot_v1_dot_chat__pb2.ChatSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteSession(request,
             target,
             options=(),
@@ -318,6 +404,60 @@ class ChatService:
             '/loom.content.v1.ChatService/ListMessages',
             loom_dot_content_dot_v1_dot_chat__pb2.ListMessagesRequest.SerializeToString,
             loom_dot_content_dot_v1_dot_chat__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.content.v1.ChatService/ReplaceMessages',
+            loom_dot_content_dot_v1_dot_chat__pb2.ReplaceMessagesRequest.SerializeToString,
+            loom_dot_content_dot_v1_dot_chat__pb2.ReplaceMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loom.content.v1.ChatService/ClearMessages',
+            loom_dot_content_dot_v1_dot_chat__pb2.ClearMessagesRequest.SerializeToString,
+            loom_dot_content_dot_v1_dot_chat__pb2.ChatSession.FromString,
             options,
             channel_credentials,
             insecure,

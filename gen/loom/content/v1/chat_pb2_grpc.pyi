@@ -30,7 +30,9 @@ GRPC_VERSION: str
 class ChatServiceStub:
     """Chat sessions with the site builder's assistant, and their messages in order.
     Sessions belong to a site; every call is scoped to the caller's team, and another team's
-    session is NOT_FOUND.
+    session is NOT_FOUND. Every write to a session or its messages changes the session's etag;
+    a write that names an etag (UpdateSession, AppendMessages, ReplaceMessages, ClearMessages)
+    is ABORTED, and writes nothing, when the session changed since that etag was read.
     """
 
     @_typing.overload
@@ -43,6 +45,10 @@ class ChatServiceStub:
     """Gets a session."""
     ListSessions: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListSessionsRequest, _chat_pb2.ListSessionsResponse]
     """Lists a site's sessions, oldest first."""
+    UpdateSession: _grpc.UnaryUnaryMultiCallable[_chat_pb2.UpdateSessionRequest, _chat_pb2.ChatSession]
+    """Updates a session's title, metadata, model and working memory (update_mask; empty = all
+    four), e.g. after every turn of the assistant.
+    """
     DeleteSession: _grpc.UnaryUnaryMultiCallable[_chat_pb2.DeleteSessionRequest, _empty_pb2.Empty]
     """Deletes a session and all its messages."""
     AppendMessages: _grpc.UnaryUnaryMultiCallable[_chat_pb2.AppendMessagesRequest, _chat_pb2.AppendMessagesResponse]
@@ -51,12 +57,20 @@ class ChatServiceStub:
     """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ListMessagesRequest, _chat_pb2.ListMessagesResponse]
     """Lists a session's messages in order (by seq)."""
+    ReplaceMessages: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ReplaceMessagesRequest, _chat_pb2.ReplaceMessagesResponse]
+    """Replaces a session's whole history in one transaction (a summarised or edited
+    conversation): the messages given become seq 0, 1, 2, ...; an empty list clears it.
+    """
+    ClearMessages: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ClearMessagesRequest, _chat_pb2.ChatSession]
+    """Removes every message of a session; the session itself stays."""
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
     """Chat sessions with the site builder's assistant, and their messages in order.
     Sessions belong to a site; every call is scoped to the caller's team, and another team's
-    session is NOT_FOUND.
+    session is NOT_FOUND. Every write to a session or its messages changes the session's etag;
+    a write that names an etag (UpdateSession, AppendMessages, ReplaceMessages, ClearMessages)
+    is ABORTED, and writes nothing, when the session changed since that etag was read.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -66,6 +80,10 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """Gets a session."""
     ListSessions: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListSessionsRequest, _chat_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists a site's sessions, oldest first."""
+    UpdateSession: _aio.UnaryUnaryMultiCallable[_chat_pb2.UpdateSessionRequest, _chat_pb2.ChatSession]  # type: ignore[assignment]
+    """Updates a session's title, metadata, model and working memory (update_mask; empty = all
+    four), e.g. after every turn of the assistant.
+    """
     DeleteSession: _aio.UnaryUnaryMultiCallable[_chat_pb2.DeleteSessionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a session and all its messages."""
     AppendMessages: _aio.UnaryUnaryMultiCallable[_chat_pb2.AppendMessagesRequest, _chat_pb2.AppendMessagesResponse]  # type: ignore[assignment]
@@ -74,11 +92,19 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """
     ListMessages: _aio.UnaryUnaryMultiCallable[_chat_pb2.ListMessagesRequest, _chat_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Lists a session's messages in order (by seq)."""
+    ReplaceMessages: _aio.UnaryUnaryMultiCallable[_chat_pb2.ReplaceMessagesRequest, _chat_pb2.ReplaceMessagesResponse]  # type: ignore[assignment]
+    """Replaces a session's whole history in one transaction (a summarised or edited
+    conversation): the messages given become seq 0, 1, 2, ...; an empty list clears it.
+    """
+    ClearMessages: _aio.UnaryUnaryMultiCallable[_chat_pb2.ClearMessagesRequest, _chat_pb2.ChatSession]  # type: ignore[assignment]
+    """Removes every message of a session; the session itself stays."""
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """Chat sessions with the site builder's assistant, and their messages in order.
     Sessions belong to a site; every call is scoped to the caller's team, and another team's
-    session is NOT_FOUND.
+    session is NOT_FOUND. Every write to a session or its messages changes the session's etag;
+    a write that names an etag (UpdateSession, AppendMessages, ReplaceMessages, ClearMessages)
+    is ABORTED, and writes nothing, when the session changed since that etag was read.
     """
 
     @_abc_1.abstractmethod
@@ -106,6 +132,16 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists a site's sessions, oldest first."""
 
     @_abc_1.abstractmethod
+    def UpdateSession(
+        self,
+        request: _chat_pb2.UpdateSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatSession, _abc.Awaitable[_chat_pb2.ChatSession]]:
+        """Updates a session's title, metadata, model and working memory (update_mask; empty = all
+        four), e.g. after every turn of the assistant.
+        """
+
+    @_abc_1.abstractmethod
     def DeleteSession(
         self,
         request: _chat_pb2.DeleteSessionRequest,
@@ -130,5 +166,23 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.ListMessagesResponse, _abc.Awaitable[_chat_pb2.ListMessagesResponse]]:
         """Lists a session's messages in order (by seq)."""
+
+    @_abc_1.abstractmethod
+    def ReplaceMessages(
+        self,
+        request: _chat_pb2.ReplaceMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ReplaceMessagesResponse, _abc.Awaitable[_chat_pb2.ReplaceMessagesResponse]]:
+        """Replaces a session's whole history in one transaction (a summarised or edited
+        conversation): the messages given become seq 0, 1, 2, ...; an empty list clears it.
+        """
+
+    @_abc_1.abstractmethod
+    def ClearMessages(
+        self,
+        request: _chat_pb2.ClearMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ChatSession, _abc.Awaitable[_chat_pb2.ChatSession]]:
+        """Removes every message of a session; the session itself stays."""
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
