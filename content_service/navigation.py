@@ -39,6 +39,7 @@ class MenuItem:
     page_id: str = ""
     url: str = ""
     children: list[MenuItem] = field(default_factory=list)
+    visible: bool = True
 
 
 @dataclass
@@ -130,6 +131,8 @@ def _to_json(items: list[MenuItem]) -> list[dict[str, Any]]:
         elif item.url:
             entry["url"] = item.url
         entry["children"] = _to_json(item.children)
+        if not item.visible:
+            entry["visible"] = False  # stored only when hidden: older menus read as shown
         out.append(entry)
     return out
 
@@ -143,6 +146,7 @@ def _from_json(value: Any) -> list[MenuItem]:
             page_id=str(v.get("page_id", "")),
             url=str(v.get("url", "")),
             children=_from_json(v.get("children")),
+            visible=v.get("visible", True) is not False,
         )
         for v in value
         if isinstance(v, dict)

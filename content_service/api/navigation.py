@@ -15,7 +15,9 @@ from servicekit.pagination import page_of, page_request
 
 def _item_proto(item: navigation.MenuItem, slugs: dict[str, str]) -> navigation_pb2.MenuItem:
     out = navigation_pb2.MenuItem(
-        label=item.label, children=[_item_proto(c, slugs) for c in item.children]
+        label=item.label,
+        children=[_item_proto(c, slugs) for c in item.children],
+        visible=item.visible,
     )
     if item.page_id:
         out.page_id = item.page_id
@@ -50,6 +52,7 @@ def _item_input(item: navigation_pb2.MenuItem, depth: int) -> navigation.MenuIte
         page_id=item.page_id if target == "page_id" else "",
         url=item.url if target == "url" else "",
         children=children,
+        visible=item.visible if item.HasField("visible") else True,
     )
 
 

@@ -191,3 +191,33 @@ def test_delete_and_another_teams_menu_is_not_found(content_server: ContentServe
     nav(acme).DeleteMenu(navigation_pb2.DeleteMenuRequest(environment_id=acme.env_id, name="main"))
     with raises_status(grpc.StatusCode.NOT_FOUND):
         nav(acme).GetMenu(get)
+
+
+def test_hidden_items_stay_hidden_and_unset_means_shown(content_server: ContentServer) -> None:
+    t = make_tenant(content_server.admin)
+    menu = set_menu(
+        t,
+        "main",
+        [
+            navigation_pb2.MenuItem(label="Home", url="/"),
+            navigation_pb2.MenuItem(
+                label="Beta",
+                url="/beta",
+                visible=False,
+                children=[navigation_pb2.MenuItem(label="Docs", url="/beta/docs", visible=True)],
+            ),
+        ],
+    )
+    for items in (
+        menu.items,
+        nav(t).GetMenu(navigation_pb2.GetMenuRequest(environment_id=t.env_id, name="main")).items,
+    ):
+        assert [(i.label, i.HasField("visible"), i.visible) for i in items] == [
+            ("Home", True, True),
+            ("Beta", True, False),
+        ]
+        assert items[1].children[0].visible
+    with content_server.db.read() as s:
+        stored = s.execute(text("select items from navigation where name = 'main'")).scalar()
+    assert '"visible":false' in stored.replace(" ", "")
+    assert stored.count("visible") == 1  # only the hidden item stores the flag

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loom/content/v1/navigation.proto\x12\x0floom.content.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\x04Menu\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.loom.content.v1.MenuItem\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x08MenuItem\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\x07page_id\x18\x02 \x01(\tH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x12+\n\x08\x63hildren\x18\x04 \x03(\x0b\x32\x19.loom.content.v1.MenuItem\x12\x11\n\tpage_slug\x18\x05 \x01(\tB\x08\n\x06target\"6\n\x0eGetMenuRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"Q\n\x10ListMenusRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x11ListMenusResponse\x12$\n\x05menus\x18\x01 \x03(\x0b\x32\x15.loom.content.v1.Menu\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x0eSetMenuRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12#\n\x04menu\x18\x02 \x01(\x0b\x32\x15.loom.content.v1.Menu\"9\n\x11\x44\x65leteMenuRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t2\xb7\x02\n\x11NavigationService\x12\x41\n\x07GetMenu\x12\x1f.loom.content.v1.GetMenuRequest\x1a\x15.loom.content.v1.Menu\x12R\n\tListMenus\x12!.loom.content.v1.ListMenusRequest\x1a\".loom.content.v1.ListMenusResponse\x12\x41\n\x07SetMenu\x12\x1f.loom.content.v1.SetMenuRequest\x1a\x15.loom.content.v1.Menu\x12H\n\nDeleteMenu\x12\".loom.content.v1.DeleteMenuRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loom/content/v1/navigation.proto\x12\x0floom.content.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\x04Menu\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x05items\x18\x04 \x03(\x0b\x32\x19.loom.content.v1.MenuItem\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x01\n\x08MenuItem\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\x07page_id\x18\x02 \x01(\tH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x12+\n\x08\x63hildren\x18\x04 \x03(\x0b\x32\x19.loom.content.v1.MenuItem\x12\x11\n\tpage_slug\x18\x05 \x01(\t\x12\x14\n\x07visible\x18\x06 \x01(\x08H\x01\x88\x01\x01\x42\x08\n\x06targetB\n\n\x08_visible\"6\n\x0eGetMenuRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"Q\n\x10ListMenusRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x11ListMenusResponse\x12$\n\x05menus\x18\x01 \x03(\x0b\x32\x15.loom.content.v1.Menu\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x0eSetMenuRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12#\n\x04menu\x18\x02 \x01(\x0b\x32\x15.loom.content.v1.Menu\"9\n\x11\x44\x65leteMenuRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t2\xb7\x02\n\x11NavigationService\x12\x41\n\x07GetMenu\x12\x1f.loom.content.v1.GetMenuRequest\x1a\x15.loom.content.v1.Menu\x12R\n\tListMenus\x12!.loom.content.v1.ListMenusRequest\x1a\".loom.content.v1.ListMenusResponse\x12\x41\n\x07SetMenu\x12\x1f.loom.content.v1.SetMenuRequest\x1a\x15.loom.content.v1.Menu\x12H\n\nDeleteMenu\x12\".loom.content.v1.DeleteMenuRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,17 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MENU']._serialized_start=116
   _globals['_MENU']._serialized_end=312
   _globals['_MENUITEM']._serialized_start=315
-  _globals['_MENUITEM']._serialized_end=448
-  _globals['_GETMENUREQUEST']._serialized_start=450
-  _globals['_GETMENUREQUEST']._serialized_end=504
-  _globals['_LISTMENUSREQUEST']._serialized_start=506
-  _globals['_LISTMENUSREQUEST']._serialized_end=587
-  _globals['_LISTMENUSRESPONSE']._serialized_start=589
-  _globals['_LISTMENUSRESPONSE']._serialized_end=671
-  _globals['_SETMENUREQUEST']._serialized_start=673
-  _globals['_SETMENUREQUEST']._serialized_end=750
-  _globals['_DELETEMENUREQUEST']._serialized_start=752
-  _globals['_DELETEMENUREQUEST']._serialized_end=809
-  _globals['_NAVIGATIONSERVICE']._serialized_start=812
-  _globals['_NAVIGATIONSERVICE']._serialized_end=1123
+  _globals['_MENUITEM']._serialized_end=482
+  _globals['_GETMENUREQUEST']._serialized_start=484
+  _globals['_GETMENUREQUEST']._serialized_end=538
+  _globals['_LISTMENUSREQUEST']._serialized_start=540
+  _globals['_LISTMENUSREQUEST']._serialized_end=621
+  _globals['_LISTMENUSRESPONSE']._serialized_start=623
+  _globals['_LISTMENUSRESPONSE']._serialized_end=705
+  _globals['_SETMENUREQUEST']._serialized_start=707
+  _globals['_SETMENUREQUEST']._serialized_end=784
+  _globals['_DELETEMENUREQUEST']._serialized_start=786
+  _globals['_DELETEMENUREQUEST']._serialized_end=843
+  _globals['_NAVIGATIONSERVICE']._serialized_start=846
+  _globals['_NAVIGATIONSERVICE']._serialized_end=1157
 # @@protoc_insertion_point(module_scope)

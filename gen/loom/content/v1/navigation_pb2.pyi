@@ -78,6 +78,7 @@ class MenuItem(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     CHILDREN_FIELD_NUMBER: _builtins.int
     PAGE_SLUG_FIELD_NUMBER: _builtins.int
+    VISIBLE_FIELD_NUMBER: _builtins.int
     label: _builtins.str
     """What the visitor sees, 1-100 characters."""
     page_id: _builtins.str
@@ -89,6 +90,10 @@ class MenuItem(_message.Message):
     page_slug: _builtins.str
     """Output only. The slug of page_id at the time of reading; empty when the page has been
     deleted since the menu was set.
+    """
+    visible: _builtins.bool
+    """Whether the site shows the item (and its children). Unset on write means true; always
+    set on read.
     """
     @_builtins.property
     def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___MenuItem]:
@@ -102,13 +107,19 @@ class MenuItem(_message.Message):
         url: _builtins.str = ...,
         children: _abc.Iterable[Global___MenuItem] | None = ...,
         page_slug: _builtins.str = ...,
+        visible: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["page_id", b"page_id", "target", b"target", "url", b"url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_visible", b"_visible", "page_id", b"page_id", "target", b"target", "url", b"url", "visible", b"visible"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "label", b"label", "page_id", b"page_id", "page_slug", b"page_slug", "target", b"target", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_visible", b"_visible", "children", b"children", "label", b"label", "page_id", b"page_id", "page_slug", b"page_slug", "target", b"target", "url", b"url", "visible", b"visible"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__visible: _TypeAlias = _typing.Literal["visible"]  # noqa: Y015
+    _WhichOneofArgType__visible: _TypeAlias = _typing.Literal["_visible", b"_visible"]  # noqa: Y015
     _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["page_id", "url"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__visible) -> _WhichOneofReturnType__visible | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
 Global___MenuItem: _TypeAlias = MenuItem  # noqa: Y015
