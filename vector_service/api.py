@@ -19,6 +19,7 @@ from vector_service.embeddings import Embedder
 from vector_service.errors import embed
 from vector_service.search import Hit, Mode, Query, Searcher
 from vector_service.store import rows
+from vector_service.tier import SearchTier, TierStats
 
 MAX_TEXT_CHARS = 100_000
 MAX_QUERY_CHARS = 10_000
@@ -153,7 +154,25 @@ def progress_proto(progress: store.ReindexProgress) -> vector_pb2.ReindexProgres
     )
 
 
-def stats_proto(stats: store.CollectionStats) -> vector_pb2.CollectionStats:
+def tier_proto(stats: TierStats) -> vector_pb2.SearchTierStats:
+    return vector_pb2.SearchTierStats(
+        teams=stats.teams,
+        rows=stats.rows,
+        resident_bytes=stats.resident_bytes,
+        loading=stats.loading,
+        hits=stats.hits,
+        misses=stats.misses,
+        loads=stats.loads,
+        evictions=stats.evictions,
+        invalidations=stats.invalidations,
+        max_bytes=stats.max_bytes,
+        total_resident_bytes=stats.total_resident_bytes,
+        peak_resident_bytes=stats.peak_resident_bytes,
+        exact_max_rows=stats.exact_max_rows,
+    )
+
+
+def stats_proto(stats: store.CollectionStats, tier: TierStats) -> vector_pb2.CollectionStats:
     return vector_pb2.CollectionStats(
         collection=COLLECTION_PROTOS[stats.collection],
         table_name=stats.table_name,
@@ -180,6 +199,7 @@ def stats_proto(stats: store.CollectionStats) -> vector_pb2.CollectionStats:
             for i in stats.indexes
         ],
         reindex=progress_proto(stats.reindex),
+        search_tier=tier_proto(tier),
     )
 
 
@@ -187,10 +207,20 @@ def stats_proto(stats: store.CollectionStats) -> vector_pb2.CollectionStats:
 
 
 class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
-    def __init__(self, vectors: store.VectorStore, searcher: Searcher, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        vectors: store.VectorStore,
+        searcher: Searcher,
+        embedder: Embedder,
+        tier: SearchTier,
+    ) -> None:
         self.store = vectors
         self.searcher = searcher
         self.embedder = embedder
+        self.tier = tier
+
+    def _stats(self, collection: store.Collection) -> vector_pb2.CollectionStats:
+        return stats_proto(self.store.stats(collection), self.tier.stats(collection))
 
     def EmbedTexts(
         self, request: vector_pb2.EmbedTextsRequest, context: grpc.ServicerContext
@@ -370,9 +400,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
     ) -> vector_pb2.GetCollectionStatsResponse:
         require_service(current_principal())
         collection = collection_of(request.collection, "collection")
-        return vector_pb2.GetCollectionStatsResponse(
-            stats=stats_proto(self.store.stats(collection))
-        )
+        return vector_pb2.GetCollectionStatsResponse(stats=self._stats(collection))
 
     def Optimize(
         self, request: vector_pb2.OptimizeRequest, context: grpc.ServicerContext
@@ -384,7 +412,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         out = []
         for collection in dict.fromkeys(chosen):
             self.store.optimize(collection)
-            out.append(stats_proto(self.store.stats(collection)))
+            out.append(self._stats(collection))
         return vector_pb2.OptimizeResponse(collections=out)
 
     def Reindex(

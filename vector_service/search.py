@@ -22,6 +22,7 @@ from vector_service.embeddings import Embedder, EmbedderConfig, EmbeddingError, 
 from vector_service.errors import embed
 from vector_service.store import Collection, ReadView, Scope, VectorSpace, VectorStore
 from vector_service.store.rows import DISTANCE_COLUMN, ID_COLUMN, SCORE_COLUMN
+from vector_service.tier import SearchTier
 
 RRF_K = 60
 MAX_CANDIDATES = 200
@@ -83,10 +84,18 @@ def fuse(lists: list[tuple[Collection, str, list[dict[str, Any]]]], limit: int) 
 
 class Searcher:
     """Runs queries against the store with the configured embedder. During a reindex that
-    changes the model, the old table is searched with its own model, loaded on demand."""
+    changes the model, the old table is searched with its own model, loaded on demand. Vector
+    lists come from the search tier when it holds the team, from LanceDB otherwise."""
 
-    def __init__(self, store: VectorStore, embedder: Embedder, base: EmbedderConfig) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        base: EmbedderConfig,
+        tier: SearchTier | None = None,
+    ) -> None:
         self._store = store
+        self._tier = tier
         self._embedder = embedder
         self._space = VectorSpace.of(embedder)
         self._base = base
@@ -151,8 +160,12 @@ class Searcher:
                     if space not in query_vectors:
                         query_vectors[space] = embed(self._embedder_for(space), [query.text])[0]
                     vector = query_vectors[space]
-                rows = self._store.vector_search(view, vector, query.scope, k).to_pylist()
-                lists.append((view.collection, "vector", rows))
+                found = None
+                if self._tier is not None:
+                    found = self._tier.vector_search(view, vector, query.scope, k)
+                if found is None:
+                    found = self._store.vector_search(view, vector, query.scope, k).to_pylist()
+                lists.append((view.collection, "vector", found))
             if uses_text:
                 rows = self._store.text_search(view, query.text, query.scope, k).to_pylist()
                 lists.append((view.collection, "text", rows))

@@ -17,6 +17,7 @@ from vector_service.embeddings import Embedder, create_embedder
 from vector_service.search import Searcher
 from vector_service.settings import VectorSettings
 from vector_service.store import StoreOptions, VectorSpace, VectorStore
+from vector_service.tier import SearchTier, TierOptions, one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,13 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
         ttl=settings.auth_cache_seconds,
         negative_ttl=settings.auth_negative_cache_seconds,
     )
-    servicer = VectorServicer(store, Searcher(store, model, settings.embedder_config()), model)
+    tier = SearchTier(
+        store,
+        TierOptions(max_bytes=settings.tier_max_bytes, exact_max_rows=settings.tier_exact_max_rows),
+    )
+    store.observe(tier)
+    searcher = Searcher(store, model, settings.embedder_config(), tier)
+    servicer = VectorServicer(store, searcher, model, tier)
     running = build_server(
         services=[
             Service.of(vector_pb2, vector_pb2_grpc, "VectorService", servicer),
@@ -67,8 +74,12 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
         port=settings.port,
         workers=settings.workers,
     )
+    restore_blas = one_blas_thread()
     store.start()
+    tier.start()
     running.on_stop.append(store.close)
+    running.on_stop.append(tier.close)
+    running.on_stop.append(restore_blas)
     running.on_stop.append(tenants.close)
     log.info(
         "vector_service: LanceDB at %s, embedder %s (%s, %d dimensions)",

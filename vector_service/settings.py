@@ -42,6 +42,11 @@ class VectorSettings(BaseSettings):
     search_nprobes: int = Field(default=40, ge=1)
     # The ANN search re-ranks limit * this many candidates with the full vectors.
     search_refine_factor: int = Field(default=5, ge=1)
+    # The search tier (docs/vector.md): teams of up to tier_exact_max_rows rows of a collection
+    # are searched exactly in memory, within tier_max_bytes in all (least recently searched
+    # teams are evicted); 0 turns the tier off.
+    tier_max_bytes: int = Field(default=1 << 30, ge=0)
+    tier_exact_max_rows: int = Field(default=50_000, ge=0)
     # Background maintenance (compaction, index refresh) runs when a collection has this many
     # unmaintained writes, or has any and this many seconds passed.
     maintenance_writes: int = Field(default=100, ge=1)
