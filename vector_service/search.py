@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from servicekit.errors import FailedPrecondition
 from vector_service.embeddings import Embedder, EmbedderConfig, EmbeddingError, create_embedder
-from vector_service.errors import embed
+from vector_service.query_cache import QueryCache
 from vector_service.store import Collection, ReadView, Scope, VectorSpace, VectorStore
 from vector_service.store.rows import DISTANCE_COLUMN, ID_COLUMN, SCORE_COLUMN
 from vector_service.tier import SearchTier
@@ -93,9 +93,11 @@ class Searcher:
         embedder: Embedder,
         base: EmbedderConfig,
         tier: SearchTier | None = None,
+        query_cache: QueryCache | None = None,
     ) -> None:
         self._store = store
         self._tier = tier
+        self._query_cache = query_cache or QueryCache(0)
         self._embedder = embedder
         self._space = VectorSpace.of(embedder)
         self._base = base
@@ -158,7 +160,8 @@ class Searcher:
                 vector = query.vector
                 if vector is None:
                     if space not in query_vectors:
-                        query_vectors[space] = embed(self._embedder_for(space), [query.text])[0]
+                        embedder = self._embedder_for(space)
+                        query_vectors[space] = self._query_cache.vector(embedder, query.text)
                     vector = query_vectors[space]
                 found = None
                 if self._tier is not None:

@@ -14,6 +14,7 @@ from vector_service.api import VectorServicer
 from vector_service.authn import TenantKeyResolver, VectorAuthenticator
 from vector_service.backup import backup_service
 from vector_service.embeddings import Embedder, create_embedder
+from vector_service.query_cache import QueryCache
 from vector_service.search import Searcher
 from vector_service.settings import VectorSettings
 from vector_service.store import StoreOptions, VectorSpace, VectorStore
@@ -62,7 +63,8 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
         TierOptions(max_bytes=settings.tier_max_bytes, exact_max_rows=settings.tier_exact_max_rows),
     )
     store.observe(tier)
-    searcher = Searcher(store, model, settings.embedder_config(), tier)
+    queries = QueryCache(settings.query_cache_entries)
+    searcher = Searcher(store, model, settings.embedder_config(), tier, queries)
     servicer = VectorServicer(store, searcher, model, tier)
     running = build_server(
         services=[

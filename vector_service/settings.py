@@ -47,6 +47,8 @@ class VectorSettings(BaseSettings):
     # teams are evicted); 0 turns the tier off.
     tier_max_bytes: int = Field(default=1 << 30, ge=0)
     tier_exact_max_rows: int = Field(default=50_000, ge=0)
+    # Query vectors of this many recent query texts are kept (0: every search embeds).
+    query_cache_entries: int = Field(default=1024, ge=0)
     # Background maintenance (compaction, index refresh) runs when a collection has this many
     # unmaintained writes, or has any and this many seconds passed.
     maintenance_writes: int = Field(default=100, ge=1)
