@@ -3,7 +3,7 @@ protos. The work is done by vector_service.store and vector_service.search."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -111,31 +111,42 @@ def time_of(seconds: float) -> timestamp_pb2.Timestamp | None:
     return ts(datetime.fromtimestamp(seconds, UTC)) if seconds else None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def fill_document(out: vector_pb2.Document, row: dict[str, Any]) -> None:
+    """Sets `out` (a message in place: measured here, a third of the time of building it and
+    copying it into its parent) from a stored row (RESULT_COLUMNS; a listing's lacks the text
+    and update time)."""
+    out.id = row[rows.ID_COLUMN]
+    scope = out.scope
+    scope.team_id, scope.site_id, scope.environment_id = (row[c] for c in rows.SCOPE_COLUMNS)
+    out.source_id = row[rows.SOURCE_COLUMN]
+    out.text = row.get(rows.TEXT_COLUMN, "")
+    out.text_sha256 = row[rows.SHA_COLUMN]
+    out.model = row[rows.MODEL_COLUMN]
+    updated: datetime | None = row.get(rows.UPDATED_COLUMN)
+    if updated is not None:
+        micros = (updated if updated.tzinfo else updated.replace(tzinfo=UTC)) - _EPOCH
+        whole = micros // _MICROSECOND
+        out.update_time.seconds, rest = divmod(whole, 1_000_000)
+        out.update_time.nanos = rest * 1000
+
+
 def document_proto(row: dict[str, Any]) -> vector_pb2.Document:
-    """A stored row (RESULT_COLUMNS; a listing's lacks the text and update time)."""
-    team_id, site_id, environment_id = (row[c] for c in rows.SCOPE_COLUMNS)
-    return vector_pb2.Document(
-        id=row[rows.ID_COLUMN],
-        scope=vector_pb2.Scope(team_id=team_id, site_id=site_id, environment_id=environment_id),
-        source_id=row[rows.SOURCE_COLUMN],
-        text=row.get(rows.TEXT_COLUMN, ""),
-        text_sha256=row[rows.SHA_COLUMN],
-        model=row[rows.MODEL_COLUMN],
-        update_time=ts(row.get(rows.UPDATED_COLUMN)),
-    )
+    out = vector_pb2.Document()
+    fill_document(out, row)
+    return out
 
 
-def hit_proto(hit: Hit) -> vector_pb2.SearchResult:
-    result = vector_pb2.SearchResult(
-        collection=COLLECTION_PROTOS[hit.collection],
-        document=document_proto(hit.row),
-        score=hit.score,
-    )
+def add_hit(response: vector_pb2.SearchResponse, hit: Hit) -> None:
+    result = response.results.add(collection=COLLECTION_PROTOS[hit.collection], score=hit.score)
+    fill_document(result.document, hit.row)
     if hit.vector_distance is not None:
         result.vector_distance = hit.vector_distance
     if hit.text_score is not None:
         result.text_score = hit.text_score
-    return result
 
 
 def progress_proto(progress: store.ReindexProgress) -> vector_pb2.ReindexProgress:
@@ -391,9 +402,10 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
                 limit=request.limit or DEFAULT_LIMIT,
             )
         )
-        return vector_pb2.SearchResponse(
-            results=[hit_proto(h) for h in hits], mode=MODE_PROTOS[mode]
-        )
+        response = vector_pb2.SearchResponse(mode=MODE_PROTOS[mode])
+        for hit in hits:
+            add_hit(response, hit)
+        return response
 
     def GetCollectionStats(
         self, request: vector_pb2.GetCollectionStatsRequest, context: grpc.ServicerContext

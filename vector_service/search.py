@@ -154,6 +154,8 @@ class Searcher:
                     raise self._store.mismatch_error(view)
                 self._check_query_vector(query, view)
             views.append(view)
+        # One vector list is already the answer's order: read it only `limit` deep.
+        vector_depth = query.limit if len(views) == 1 and not uses_text else k
         for view in views:
             space = view.handle.space
             if uses_vectors:
@@ -165,9 +167,12 @@ class Searcher:
                     vector = query_vectors[space]
                 found = None
                 if self._tier is not None:
-                    found = self._tier.vector_search(view, vector, query.scope, k)
+                    found = self._tier.vector_search(view, vector, query.scope, vector_depth)
                 if found is None:
-                    found = self._store.vector_search(view, vector, query.scope, k).to_pylist()
+                    table = self._store.vector_search(view, vector, query.scope, vector_depth)
+                    found = table.to_pylist()
+                    if self._tier is not None:
+                        self._tier.missed(view, query.scope)
                 lists.append((view.collection, "vector", found))
             if uses_text:
                 rows = self._store.text_search(view, query.text, query.scope, k).to_pylist()

@@ -3,8 +3,8 @@ loaded from LanceDB, and how every write to the active tables reaches them.
 
 - **Lookup.** A search of a collection in one team asks for the segment of (collection, team);
   it is used only when it mirrors the very table the search reads (the ReadView's handle). A
-  miss answers None at once (the caller asks LanceDB, which is what makes a cold scope's first
-  search as fast as LanceDB's) and queues a load for the loader thread.
+  miss answers None at once: the caller asks LanceDB, then queues the team's load for the
+  loader thread (after, so that a cold scope's first search costs LanceDB's query alone).
 - **Loading** (a background thread): under the collection lock a Loading record is registered;
   from then on every write that touches the team is journaled. The team's rows are counted and
   read without the lock, the segment is built, and under the lock again the journal is applied
@@ -132,7 +132,8 @@ class SearchTier:
         self, view: ReadView, vector: NDArray[np.float32], scope: Scope, k: int
     ) -> list[dict[str, Any]] | None:
         """The k nearest rows of the scope from memory, as the store's vector_search rows, or
-        None when the team's segment is not resident (a load is queued)."""
+        None when the team's segment is not resident (then call `missed` once LanceDB
+        answered)."""
         if not self.enabled:
             return None
         key = (view.collection, scope.team_id)
@@ -145,16 +146,28 @@ class SearchTier:
                 snapshot = found[1].snapshot
             else:
                 counters.misses += 1
-                if key not in self._loading and self._skip_until.get(key, 0.0) <= time.monotonic():
-                    # Writes to the team are journaled from now on (see _load).
-                    loading = self._loading[key] = _Loading(view.handle)
-                    self._queue.put((key, loading))
                 return None
         norm = float(np.linalg.norm(vector))
         query = (vector / norm).astype(np.float32, copy=False)
         return snapshot.search(query, scope, k)
 
     # ------------------------------------------------------------------------- loading
+
+    def missed(self, view: ReadView, scope: Scope) -> None:
+        """Queues the load of the team whose search vector_search could not answer. Called
+        after LanceDB answered that search, so that the load does not slow it down (a cold
+        team's first search is LanceDB's query alone)."""
+        if not self.enabled:
+            return
+        key = (view.collection, scope.team_id)
+        with self._lock:
+            if key in self._loading or key in self._segments:
+                return
+            if self._skip_until.get(key, 0.0) > time.monotonic():
+                return
+            # Writes to the team are journaled from now on (see _load).
+            loading = self._loading[key] = _Loading(view.handle)
+            self._queue.put((key, loading))
 
     def start(self) -> None:
         if self.enabled and self._thread is None:
