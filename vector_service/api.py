@@ -168,6 +168,7 @@ def progress_proto(progress: store.ReindexProgress) -> vector_pb2.ReindexProgres
 def tier_proto(stats: TierStats) -> vector_pb2.SearchTierStats:
     return vector_pb2.SearchTierStats(
         teams=stats.teams,
+        partitioned_teams=stats.partitioned_teams,
         rows=stats.rows,
         resident_bytes=stats.resident_bytes,
         loading=stats.loading,

@@ -60,7 +60,11 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
     )
     tier = SearchTier(
         store,
-        TierOptions(max_bytes=settings.tier_max_bytes, exact_max_rows=settings.tier_exact_max_rows),
+        TierOptions(
+            max_bytes=settings.tier_max_bytes,
+            exact_max_rows=settings.tier_exact_max_rows,
+            partition_rows=settings.tier_partition_rows,
+        ),
     )
     store.observe(tier)
     queries = QueryCache(settings.query_cache_entries)

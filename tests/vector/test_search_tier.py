@@ -339,3 +339,46 @@ def test_writes_while_a_team_loads_are_not_lost(tmp_path: Path) -> None:
             else:
                 assert found[0] == f"w{n}"
         assert tier(stub).rows == 3000 + 40 - 2 * len(deleted)
+
+
+def test_a_team_over_the_exact_limit_is_searched_through_its_partitions(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    rows = 2400
+    texts = dict(zip([f"r{i}" for i in range(rows)], _texts(rng, rows), strict=True))
+    sites = {doc_id: "site-rare" if i % 240 == 0 else "site-1" for i, doc_id in enumerate(texts)}
+    # 48 partitions of ~50 rows; a search probes the nearest 8 (1/6 of the rows).
+    settings = vector_settings(tmp_path, tier_exact_max_rows=300, tier_partition_rows=50)
+    with serve(settings, hash_embedder()) as server:
+        stub = server.service
+        for start in range(0, rows, 1000):
+            chunk = list(texts.items())[start : start + 1000]
+            upsert(stub, [doc(i, t, site=sites[i]) for i, t in chunk])
+        upsert(stub, [doc("other", "price plan team site", team="team-b")])
+        resident(stub, "team-a")
+        assert tier(stub).partitioned_teams == 1
+        recalls = []
+        for n in range(30):
+            query = " ".join(rng.choice(WORDS, 5)) + f" q{n}"
+            found = search(stub, query, mode=VECTOR)
+            assert {r.document.scope.team_id for r in found.results} == {"team-a"}
+            truth = distances(server, texts, query)
+            best = sorted(truth.values())[9]
+            recalls.append(sum(truth[i] <= best + 1e-6 for i in ids(found)) / 10)
+        assert np.mean(recalls) >= 0.9, recalls
+        # A filter that leaves few rows probes further: all 10 rows of the rare site.
+        rare = {i: t for i, t in texts.items() if sites[i] == "site-rare"}
+        found = search(stub, "price plan", site="site-rare", mode=VECTOR)
+        assert_exact(found, server, rare, "price plan")
+        assert len(found.results) == 10
+        # In step: a new row (the unpartitioned tail) and a deletion.
+        upsert(stub, [doc("zebra", "zebras crossing the river")])
+        assert vector_ids(stub, "zebras crossing the river")[0] == "zebra"
+        stub.DeleteDocuments(
+            vector_pb2.DeleteDocumentsRequest(
+                collection=vector_pb2.COLLECTION_PAGES,
+                scope=vector_pb2.Scope(team_id="team-a"),
+                ids=["zebra"],
+            )
+        )
+        assert "zebra" not in vector_ids(stub, "zebras crossing the river")
+        assert tier(stub).hits > 30

@@ -47,6 +47,7 @@ from vector_service.store.rows import (
     VECTOR_COLUMN,
     read_rows,
 )
+from vector_service.tier.ivf import PARTITION_ROWS
 from vector_service.tier.segment import Segment
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ _ROW_COLUMNS_ESTIMATE = 600
 class TierOptions:
     max_bytes: int = 1 << 30
     exact_max_rows: int = 50_000
+    partition_rows: int = PARTITION_ROWS
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class TierStats:
     """One collection's part of the tier, and the budget they all share."""
 
     teams: int
+    partitioned_teams: int
     rows: int
     resident_bytes: int
     loading: int
@@ -219,8 +222,8 @@ class SearchTier:
         with self._lock:
             if self._loading.get(key) is not mine:
                 return
-            if not rows or rows > self.options.exact_max_rows or estimate > self.options.max_bytes:
-                # Nothing to hold (a team that never wrote here), or too much.
+            if not rows or estimate > self.options.max_bytes:
+                # Nothing to hold (a team that never wrote here), or more than the budget.
                 self._drop_loading(key, mine)
                 self._skip_until[key] = time.monotonic() + OVERSIZE_RETRY_SECONDS
                 log.info(
@@ -235,7 +238,10 @@ class SearchTier:
             mine.reserved = estimate
             self._add_resident(estimate)
         table = read_rows(handle.table, where, [*RESULT_COLUMNS, VECTOR_COLUMN])
-        segment = Segment(team, handle.space.dimensions, table)
+        options = self.options
+        segment = Segment(
+            team, handle.space.dimensions, table, options.exact_max_rows, options.partition_rows
+        )
         with self._store.locked_active(collection) as active, self._lock:
             if self._loading.get(key) is not mine or active is not handle:
                 self._drop_loading(key, mine)
@@ -247,7 +253,7 @@ class SearchTier:
                     segment.delete(*args)
             self._drop_loading(key, mine)
             size = segment.nbytes
-            if segment.row_count > self.options.exact_max_rows or size > self.options.max_bytes:
+            if size > self.options.max_bytes:
                 self._skip_until[key] = time.monotonic() + OVERSIZE_RETRY_SECONDS
                 return
             self._make_room(size, keep=None)
@@ -255,10 +261,11 @@ class SearchTier:
             self._add_resident(size)
             self._counters[collection].loads += 1
         log.info(
-            "search tier: loaded team %s of %s: %d rows, %.1f MB in %.0f ms",
+            "search tier: loaded team %s of %s: %d rows (%s), %.1f MB in %.0f ms",
             team,
             collection,
             segment.row_count,
+            f"{segment.partitions} IVF partitions" if segment.partitions else "exact",
             size / 1e6,
             1000 * (time.perf_counter() - started),
         )
@@ -332,7 +339,7 @@ class SearchTier:
     def _resize(self, key: Key, segment: Segment, before: int) -> None:
         after = segment.nbytes
         self._resident += after - before
-        if segment.row_count > self.options.exact_max_rows or after > self.options.max_bytes:
+        if after > self.options.max_bytes:
             self._evict(key, counted=True)
             self._skip_until[key] = time.monotonic() + OVERSIZE_RETRY_SECONDS
             return
@@ -414,6 +421,7 @@ class SearchTier:
             counters = self._counters[collection]
             return TierStats(
                 teams=len(mine),
+                partitioned_teams=sum(1 for seg in mine if seg.partitions),
                 rows=sum(seg.row_count for seg in mine),
                 resident_bytes=sum(seg.nbytes for seg in mine),
                 loading=sum(1 for key in self._loading if key[0] == collection),

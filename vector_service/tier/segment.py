@@ -43,6 +43,7 @@ from vector_service.store.rows import (
     VECTOR_COLUMN,
     vectors_of,
 )
+from vector_service.tier.ivf import PARTITION_ROWS, Ivf, partition
 
 _TEAM, _SITE, _ENVIRONMENT = SCOPE_COLUMNS
 # Rebuild once this share of the slots is dead.
@@ -99,13 +100,13 @@ class Snapshot:
     live: NDArray[np.bool_] | None
     live_count: int
     columns: _Columns
+    ivf: Ivf | None = None  # slots ordered by partition (teams over the exact limit)
 
     def search(self, query: NDArray[np.float32], scope: Scope, k: int) -> list[dict[str, Any]]:
         """The k nearest live rows within `scope` (a unit query vector), nearest first, as the
         LanceDB query's rows: RESULT_COLUMNS and DISTANCE_COLUMN."""
         if self.live_count == 0 or k <= 0:
             return []
-        similarity = self.matrix[: self.size] @ query
         mask = self.live
         columns = self.columns
         for codes, names, value in (
@@ -118,21 +119,46 @@ class Snapshot:
                     return []
                 wanted = codes[: self.size] == code
                 mask = wanted if mask is None else mask & wanted
-        if mask is None:
-            slots = _best(similarity, k)
+        candidates: NDArray[np.intp] | None
+        if self.ivf is not None:
+            candidates, similarity = self._probe(self.ivf, query, mask, k)
         else:
-            candidates = np.flatnonzero(mask)
-            slots = candidates[_best(similarity[candidates], k)]
+            similarity = self.matrix[: self.size] @ query
+            candidates = None if mask is None else np.flatnonzero(mask)
+            if candidates is not None:
+                similarity = similarity[candidates]
+        best = _best(similarity, k)
+        slots = best if candidates is None else candidates[best]
         values = columns.values
         site, environment = columns.sites.values, columns.environments.values
         out: list[dict[str, Any]] = []
-        for slot, distance in zip(slots.tolist(), (1.0 - similarity[slots]).tolist(), strict=True):
+        for slot, distance in zip(slots.tolist(), (1.0 - similarity[best]).tolist(), strict=True):
             row = {name: values[name][slot] for name in _RESULT_LISTS}
             row[_SITE] = site[columns.site[slot]]
             row[_ENVIRONMENT] = environment[columns.environment[slot]]
             row[DISTANCE_COLUMN] = distance
             out.append(row)
         return out
+
+    def _probe(
+        self, ivf: Ivf, query: NDArray[np.float32], mask: NDArray[np.bool_] | None, k: int
+    ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+        """The slots of the partitions nearest the query and of the tail, with their
+        similarity; more partitions while the mask leaves fewer than k."""
+        ranked = np.argsort(-(ivf.centroids @ query))
+        probes = ivf.probes()
+        while True:
+            ranges = [(int(ivf.bounds[p]), int(ivf.bounds[p + 1])) for p in ranked[:probes]]
+            if self.size > ivf.indexed:
+                ranges.append((ivf.indexed, self.size))
+            slots = np.concatenate([np.arange(a, b) for a, b in ranges])
+            similarity = np.concatenate([self.matrix[a:b] @ query for a, b in ranges])
+            if mask is not None:
+                keep = mask[slots]
+                slots, similarity = slots[keep], similarity[keep]
+            if len(slots) >= k or probes >= ivf.partitions:
+                return slots, similarity
+            probes = min(ivf.partitions, 2 * probes)
 
 
 # The result columns kept as lists (site and environment come from their codes).
@@ -151,14 +177,34 @@ class Segment:
     """A team's rows of one table. Changed only by its tier, under the collection's lock (the
     one the table's writes hold); read through `snapshot` without any lock."""
 
-    def __init__(self, team_id: str, dimensions: int, rows: pa.Table) -> None:
-        """`rows`: the team's rows with RESULT_COLUMNS and VECTOR_COLUMN."""
+    def __init__(
+        self,
+        team_id: str,
+        dimensions: int,
+        rows: pa.Table,
+        exact_max_rows: int,
+        partition_rows: int = PARTITION_ROWS,
+    ) -> None:
+        """`rows`: the team's rows with RESULT_COLUMNS and VECTOR_COLUMN. Over
+        `exact_max_rows` rows, they are partitioned (`ivf`) and stored in partition order."""
         self.team_id = sys.intern(team_id)
         self.dimensions = dimensions
+        self.exact_max_rows = exact_max_rows
+        self.partition_rows = partition_rows
         self._slot_of: dict[str, int] = {}
         self._row_bytes = 0
+        self._ivf: Ivf | None = None
+        if len(rows) > exact_max_rows:
+            vectors = unit_rows(vectors_of(rows.column(VECTOR_COLUMN), dimensions))
+            self._ivf, order = partition(vectors, partition_rows)
+            rows = rows.take(pa.array(order))
         self.snapshot = self._empty(len(rows))
         self._append(rows, live=None, dead=[])
+
+    @property
+    def partitions(self) -> int:
+        """IVF partitions (0: searched exactly)."""
+        return self._ivf.partitions if self._ivf is not None else 0
 
     @property
     def nbytes(self) -> int:
@@ -286,10 +332,16 @@ class Segment:
     ) -> None:
         live_count = len(self._slot_of)
         dead = size - live_count
-        if dead > _DEAD_SHARE * size:
+        ivf = self._ivf
+        if (
+            dead > _DEAD_SHARE * size
+            or (ivf is not None and size - ivf.indexed > _DEAD_SHARE * ivf.indexed)
+            or (ivf is None and live_count > self.exact_max_rows * (1 + _DEAD_SHARE))
+        ):
             self._rebuild(matrix, size, live, columns)
             return
-        self.snapshot = Snapshot(matrix, size, None if dead == 0 else live, live_count, columns)
+        mask = None if dead == 0 else live
+        self.snapshot = Snapshot(matrix, size, mask, live_count, columns, ivf)
 
     def _rebuild(
         self,
@@ -301,6 +353,10 @@ class Segment:
         """A new snapshot of the live slots only, in fresh buffers (older snapshots keep the
         old ones)."""
         keep = np.flatnonzero(live) if live is not None else np.arange(size)
+        self._ivf = None
+        if len(keep) > self.exact_max_rows:
+            self._ivf, order = partition(matrix[keep], self.partition_rows)
+            keep = keep[order]
         fresh = self._empty(len(keep))
         fresh.matrix[: len(keep)] = matrix[keep]
         positions = keep.tolist()
@@ -316,4 +372,4 @@ class Segment:
             for name in _OWN_COLUMNS
             for slot in range(len(keep))
         )
-        self.snapshot = Snapshot(fresh.matrix, len(keep), None, len(keep), fresh.columns)
+        self.snapshot = Snapshot(fresh.matrix, len(keep), None, len(keep), fresh.columns, self._ivf)

@@ -904,6 +904,7 @@ class SearchTierStats(_message.Message):
     TOTAL_RESIDENT_BYTES_FIELD_NUMBER: _builtins.int
     PEAK_RESIDENT_BYTES_FIELD_NUMBER: _builtins.int
     EXACT_MAX_ROWS_FIELD_NUMBER: _builtins.int
+    PARTITIONED_TEAMS_FIELD_NUMBER: _builtins.int
     teams: _builtins.int
     """Teams of the collection held in memory."""
     rows: _builtins.int
@@ -929,7 +930,11 @@ class SearchTierStats(_message.Message):
     peak_resident_bytes: _builtins.int
     """The most all collections ever held at once."""
     exact_max_rows: _builtins.int
-    """The largest team held (VECTOR_TIER_EXACT_MAX_ROWS); larger ones are searched in LanceDB."""
+    """The largest team searched exactly (VECTOR_TIER_EXACT_MAX_ROWS); a larger one is held
+    partitioned (an in-memory IVF), and one larger than the budget is searched in LanceDB.
+    """
+    partitioned_teams: _builtins.int
+    """Teams of the collection held partitioned."""
     def __init__(
         self,
         *,
@@ -946,10 +951,11 @@ class SearchTierStats(_message.Message):
         total_resident_bytes: _builtins.int = ...,
         peak_resident_bytes: _builtins.int = ...,
         exact_max_rows: _builtins.int = ...,
+        partitioned_teams: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evictions", b"evictions", "exact_max_rows", b"exact_max_rows", "hits", b"hits", "invalidations", b"invalidations", "loading", b"loading", "loads", b"loads", "max_bytes", b"max_bytes", "misses", b"misses", "peak_resident_bytes", b"peak_resident_bytes", "resident_bytes", b"resident_bytes", "rows", b"rows", "teams", b"teams", "total_resident_bytes", b"total_resident_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evictions", b"evictions", "exact_max_rows", b"exact_max_rows", "hits", b"hits", "invalidations", b"invalidations", "loading", b"loading", "loads", b"loads", "max_bytes", b"max_bytes", "misses", b"misses", "partitioned_teams", b"partitioned_teams", "peak_resident_bytes", b"peak_resident_bytes", "resident_bytes", b"resident_bytes", "rows", b"rows", "teams", b"teams", "total_resident_bytes", b"total_resident_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
