@@ -38,7 +38,7 @@ import threading
 
 from vector_service.store.catalog import ReindexProgress, ReindexState
 from vector_service.store.filters import ID_PATTERN, Scope
-from vector_service.store.hooks import Observers, TableObserver
+from vector_service.store.hooks import TableObserver
 from vector_service.store.maintenance import Maintenance
 from vector_service.store.options import StoreOptions
 from vector_service.store.reads import Reader, ReadView
@@ -84,7 +84,8 @@ class VectorStore:
         self.options = options
         self._stopping = threading.Event()
         self._tables = Tables(uri, configured)
-        self._observers = Observers()
+        # Told of every change of an active table, inside its lock (`hooks`).
+        self._observers: list[TableObserver] = []
         self._maintenance = Maintenance(self._tables, options, self._stopping, self._observers)
         writer = Writer(self._tables, self._maintenance, self._observers)
         reader = Reader(self._tables, self._maintenance, options)
@@ -98,7 +99,7 @@ class VectorStore:
         self.text_search = reader.text_search
         self.optimize = self._maintenance.optimize
         self.reindex = Reindexer(self._tables, options, self._stopping, self._observers).reindex
-        self.observe = self._observers.add
+        self.observe = self._observers.append
 
     def stats(self, collection: Collection) -> CollectionStats:
         return collection_stats(self._tables, self.options, collection)

@@ -16,7 +16,7 @@ import threading
 import time
 from datetime import timedelta
 
-from vector_service.store.hooks import Observers
+from vector_service.store.hooks import TableObserver
 from vector_service.store.indexes import ensure_indexes
 from vector_service.store.options import StoreOptions
 from vector_service.store.tables import Collection, CollectionState, Tables
@@ -39,7 +39,7 @@ class Maintenance:
         tables: Tables,
         options: StoreOptions,
         stopping: threading.Event,
-        observers: Observers,
+        observers: list[TableObserver],
     ) -> None:
         self._tables = tables
         self._options = options
@@ -68,7 +68,8 @@ class Maintenance:
         handle.table.optimize(cleanup_older_than=PRUNE_OLDER_THAN)
         state.text_index_version = after = int(handle.table.version)
         state.pending_writes = 0
-        self._observers.maintained(state.collection, handle, before, after)
+        for observer in self._observers:
+            observer.maintained(state.collection, handle, before, after)
 
     def optimize(self, collection: Collection) -> None:
         state = self._tables.states[collection]

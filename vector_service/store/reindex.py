@@ -20,7 +20,7 @@ from vector_service.embeddings import Embedder
 from vector_service.errors import embed
 from vector_service.store.catalog import ReindexProgress, ReindexState
 from vector_service.store.filters import in_list
-from vector_service.store.hooks import Observers
+from vector_service.store.hooks import TableObserver
 from vector_service.store.indexes import ensure_indexes
 from vector_service.store.maintenance import PRUNE_OLDER_THAN
 from vector_service.store.options import StoreOptions
@@ -56,7 +56,7 @@ class Reindexer:
         tables: Tables,
         options: StoreOptions,
         stopping: threading.Event,
-        observers: Observers,
+        observers: list[TableObserver],
     ) -> None:
         self._tables = tables
         self._options = options
@@ -182,7 +182,8 @@ class Reindexer:
                 state.progress.state = ReindexState.SUCCEEDED
                 state.progress.end_time = time.time()
                 self._tables.record(state)
-                self._observers.replaced(state.collection)
+                for observer in self._observers:
+                    observer.replaced(state.collection)
                 if old is not None:
                     state.retired.append((old.name, time.monotonic()))
             log.info("reindex of %s done: now %s", state.collection, staging.name)

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
 from vector_service.store.filters import Scope, in_list, quote
-from vector_service.store.hooks import Observers
+from vector_service.store.hooks import TableObserver
 from vector_service.store.maintenance import Maintenance
 from vector_service.store.rows import (
     ID_COLUMN,
@@ -53,7 +53,9 @@ class UpsertOutcome:
 
 
 class Writer:
-    def __init__(self, tables: Tables, maintenance: Maintenance, observers: Observers) -> None:
+    def __init__(
+        self, tables: Tables, maintenance: Maintenance, observers: list[TableObserver]
+    ) -> None:
         self._tables = tables
         self._maintenance = maintenance
         self._observers = observers
@@ -124,8 +126,9 @@ class Writer:
                         .when_not_matched_insert_all()
                         .execute(batch)
                     )
-                    if target is state.active:
-                        self._observers.upserted(collection, target, batch, int(result.version))
+                    if target is state.active:  # what searches read, and the tier mirrors
+                        for observer in self._observers:
+                            observer.upserted(collection, target, batch, int(result.version))
                 self._maintenance.note_writes(state, len(to_write))
             return UpsertOutcome(created, updated, unchanged, len(missing), primary.space)
 
@@ -162,7 +165,8 @@ class Writer:
                     deleted = max(deleted, int(result.num_deleted_rows))
                     if handle is state.active:
                         version = int(result.version)
-                        self._observers.deleted(collection, handle, scope, ids, source_id, version)
+                        for observer in self._observers:
+                            observer.deleted(collection, handle, scope, ids, source_id, version)
             if deleted:
                 self._maintenance.note_writes(state, deleted)
             return deleted
