@@ -363,10 +363,13 @@ class SearchTier:
                 by_team: dict[str, list[int]] = {}
                 for position, team in enumerate(teams):
                     by_team.setdefault(team, []).append(position)
+                team_of = dict(zip(ids, teams, strict=True))
                 for key, target in targets:
                     mine = by_team.get(key[1], [])
                     own = rows.take(pa.array(mine, pa.int64())) if mine else rows.slice(0, 0)
-                    gone = [i for i, t in zip(ids, teams, strict=True) if t != key[1]]
+                    # Ids now of another team leave this one (a loading team may hold any).
+                    held = team_of.keys() if isinstance(target, _Loading) else target.held(team_of)
+                    gone = [i for i in held if team_of[i] != key[1]]
                     if isinstance(target, _Loading):
                         target.journal.append(("upsert", (own, gone)))
                         continue

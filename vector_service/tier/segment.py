@@ -21,7 +21,7 @@ prefilter of the LanceDB query they replace.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,6 +277,11 @@ class Segment:
         else:
             mask = None
         self._publish(matrix, total, mask, columns)
+
+    def held(self, ids: Mapping[str, object]) -> list[str]:
+        """Those of `ids` the segment holds (a set intersection in C, not a loop per id: an
+        upsert asks every resident team of its collection)."""
+        return list(ids.keys() & self._slot_of.keys())
 
     def upsert(self, rows: pa.Table, gone: Sequence[str]) -> None:
         """Puts `rows` (this team's, every row column) in, replacing rows of the same ids, and
