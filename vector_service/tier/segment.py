@@ -343,21 +343,18 @@ class Segment:
             or (ivf is not None and size - ivf.indexed > _DEAD_SHARE * ivf.indexed)
             or (ivf is None and live_count > self.exact_max_rows * (1 + _DEAD_SHARE))
         ):
-            self._rebuild(matrix, size, live, columns)
+            self._rebuild(
+                matrix, np.flatnonzero(live) if live is not None else np.arange(size), columns
+            )
             return
         mask = None if dead == 0 else live
         self.snapshot = Snapshot(matrix, size, mask, live_count, columns, ivf)
 
     def _rebuild(
-        self,
-        matrix: NDArray[np.float32],
-        size: int,
-        live: NDArray[np.bool_] | None,
-        columns: _Columns,
+        self, matrix: NDArray[np.float32], keep: NDArray[np.intp], columns: _Columns
     ) -> None:
-        """A new snapshot of the live slots only, in fresh buffers (older snapshots keep the
-        old ones)."""
-        keep = np.flatnonzero(live) if live is not None else np.arange(size)
+        """A new snapshot of the slots `keep` (the live ones) only, in fresh buffers (older
+        snapshots keep the old ones)."""
         self._ivf = None
         if len(keep) > self.exact_max_rows:
             self._ivf, order = partition(matrix[keep], self.partition_rows)
