@@ -19,9 +19,10 @@ from numpy.typing import NDArray
 
 from servicekit.errors import FailedPrecondition
 from vector_service.embeddings import Embedder, EmbedderConfig, EmbeddingError, create_embedder
-from vector_service.errors import embed
+from vector_service.query_cache import QueryCache
 from vector_service.store import Collection, ReadView, Scope, VectorSpace, VectorStore
 from vector_service.store.rows import DISTANCE_COLUMN, ID_COLUMN, SCORE_COLUMN
+from vector_service.tier import SearchTier
 
 RRF_K = 60
 MAX_CANDIDATES = 200
@@ -83,10 +84,20 @@ def fuse(lists: list[tuple[Collection, str, list[dict[str, Any]]]], limit: int) 
 
 class Searcher:
     """Runs queries against the store with the configured embedder. During a reindex that
-    changes the model, the old table is searched with its own model, loaded on demand."""
+    changes the model, the old table is searched with its own model, loaded on demand. Vector
+    lists come from the search tier when it holds the team, from LanceDB otherwise."""
 
-    def __init__(self, store: VectorStore, embedder: Embedder, base: EmbedderConfig) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        base: EmbedderConfig,
+        tier: SearchTier | None = None,
+        query_cache: QueryCache | None = None,
+    ) -> None:
         self._store = store
+        self._tier = tier
+        self._query_cache = query_cache or QueryCache(0)
         self._embedder = embedder
         self._space = VectorSpace.of(embedder)
         self._base = base
@@ -143,16 +154,26 @@ class Searcher:
                     raise self._store.mismatch_error(view)
                 self._check_query_vector(query, view)
             views.append(view)
+        # One vector list is already the answer's order: read it only `limit` deep.
+        vector_depth = query.limit if len(views) == 1 and not uses_text else k
         for view in views:
             space = view.handle.space
             if uses_vectors:
                 vector = query.vector
                 if vector is None:
                     if space not in query_vectors:
-                        query_vectors[space] = embed(self._embedder_for(space), [query.text])[0]
+                        embedder = self._embedder_for(space)
+                        query_vectors[space] = self._query_cache.vector(embedder, query.text)
                     vector = query_vectors[space]
-                rows = self._store.vector_search(view, vector, query.scope, k).to_pylist()
-                lists.append((view.collection, "vector", rows))
+                found = None
+                if self._tier is not None:
+                    found = self._tier.vector_search(view, vector, query.scope, vector_depth)
+                if found is None:
+                    table = self._store.vector_search(view, vector, query.scope, vector_depth)
+                    found = table.to_pylist()
+                    if self._tier is not None:
+                        self._tier.missed(view, query.scope)
+                lists.append((view.collection, "vector", found))
             if uses_text:
                 rows = self._store.text_search(view, query.text, query.scope, k).to_pylist()
                 lists.append((view.collection, "text", rows))

@@ -13,9 +13,11 @@ from vector_service.api import VectorServicer
 from vector_service.authn import TenancyClient, TenantKeyResolver, VectorAuthenticator
 from vector_service.backup import backup_service
 from vector_service.embeddings import Embedder, create_embedder
+from vector_service.query_cache import QueryCache
 from vector_service.search import Searcher
 from vector_service.settings import VectorSettings
 from vector_service.store import StoreOptions, VectorSpace, VectorStore
+from vector_service.tier import SearchTier, TierOptions, one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,18 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
         ttl=settings.auth_cache_seconds,
         negative_ttl=settings.auth_negative_cache_seconds,
     )
-    servicer = VectorServicer(store, Searcher(store, model, settings.embedder_config()), model)
+    tier = SearchTier(
+        store,
+        TierOptions(
+            max_bytes=settings.tier_max_bytes,
+            exact_max_rows=settings.tier_exact_max_rows,
+            partition_rows=settings.tier_partition_rows,
+        ),
+    )
+    store.observe(tier)
+    queries = QueryCache(settings.query_cache_entries)
+    searcher = Searcher(store, model, settings.embedder_config(), tier, queries)
+    servicer = VectorServicer(store, searcher, model, tier)
     running = build_server(
         services=[
             Service.of(vector_pb2, vector_pb2_grpc, "VectorService", servicer),
@@ -64,8 +77,12 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
         port=settings.port,
         workers=settings.workers,
     )
+    restore_blas = one_blas_thread()
     store.start()
+    tier.start()
     running.on_stop.append(store.close)
+    running.on_stop.append(tier.close)
+    running.on_stop.append(restore_blas)
     running.on_stop.append(tenants.close)
     log.info(
         "vector_service: LanceDB at %s, embedder %s (%s, %d dimensions)",

@@ -43,6 +43,15 @@ class VectorSettings(ServiceSettings):
     search_nprobes: int = Field(default=40, ge=1)
     # The ANN search re-ranks limit * this many candidates with the full vectors.
     search_refine_factor: int = Field(default=5, ge=1)
+    # The search tier (docs/vector.md): each team's rows of a collection in memory, within
+    # tier_max_bytes in all (least recently searched teams are evicted; 0 turns the tier off),
+    # searched exactly up to tier_exact_max_rows rows.
+    tier_max_bytes: int = Field(default=1 << 30, ge=0)
+    tier_exact_max_rows: int = Field(default=50_000, ge=0)
+    # A larger team is held as an in-memory IVF of partitions of about this many rows.
+    tier_partition_rows: int = Field(default=1024, ge=16)
+    # Query vectors of this many recent query texts are kept (0: every search embeds).
+    query_cache_entries: int = Field(default=1024, ge=0)
     # Background maintenance (compaction, index refresh) runs when a collection has this many
     # unmaintained writes, or has any and this many seconds passed.
     maintenance_writes: int = Field(default=100, ge=1)

@@ -8,6 +8,8 @@ module:
 - `tables`: opening and creating tables, the vector space each records, refusing a mismatch,
   and every collection's state with its lock.
 - `indexes`: the scalar, full-text and ANN indexes of a table.
+- `hooks`: what the store tells a mirror of its tables (the search tier) about every change,
+  inside the collection lock.
 - `writes`: upsert (`merge_insert` on the id) and delete, serialized per collection.
 - `reads`: listings, vector and full-text searches, lock-free.
 - `maintenance`: optimize (compaction, index updates, pruning) on a schedule, ANN builds,
@@ -25,6 +27,9 @@ Rules the package keeps:
   configured model fails with FAILED_PRECONDITION naming the Reindex RPC.
 - Which physical table holds a collection is recorded in the catalog table beside them, not
   in a local file, so the whole database can live at an object-store URI.
+- Every change to a collection's active table is told to the store's observers (`hooks`)
+  inside the lock, after the LanceDB write succeeded: the search tier mirrors the tables
+  through them, in the order the table changed.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import threading
 
 from vector_service.store.catalog import ReindexProgress, ReindexState
 from vector_service.store.filters import ID_PATTERN, Scope
+from vector_service.store.hooks import TableObserver
 from vector_service.store.maintenance import Maintenance
 from vector_service.store.options import StoreOptions
 from vector_service.store.reads import Reader, ReadView
@@ -60,6 +66,7 @@ __all__ = [
     "Scope",
     "StoreOptions",
     "TableHandle",
+    "TableObserver",
     "UpsertOutcome",
     "VectorIndexState",
     "VectorSpace",
@@ -77,8 +84,10 @@ class VectorStore:
         self.options = options
         self._stopping = threading.Event()
         self._tables = Tables(uri, configured)
-        self._maintenance = Maintenance(self._tables, options, self._stopping)
-        writer = Writer(self._tables, self._maintenance)
+        # Told of every change of an active table, inside its lock (`hooks`).
+        self._observers: list[TableObserver] = []
+        self._maintenance = Maintenance(self._tables, options, self._stopping, self._observers)
+        writer = Writer(self._tables, self._maintenance, self._observers)
         reader = Reader(self._tables, self._maintenance, options)
         self.upsert = writer.upsert
         self.delete = writer.delete
@@ -89,7 +98,8 @@ class VectorStore:
         self.vector_search = reader.vector_search
         self.text_search = reader.text_search
         self.optimize = self._maintenance.optimize
-        self.reindex = Reindexer(self._tables, options, self._stopping).reindex
+        self.reindex = Reindexer(self._tables, options, self._stopping, self._observers).reindex
+        self.observe = self._observers.append
 
     def stats(self, collection: Collection) -> CollectionStats:
         return collection_stats(self._tables, self.options, collection)

@@ -16,6 +16,7 @@ import threading
 import time
 from datetime import timedelta
 
+from vector_service.store.hooks import TableObserver
 from vector_service.store.indexes import ensure_indexes
 from vector_service.store.options import StoreOptions
 from vector_service.store.tables import Collection, CollectionState, Tables
@@ -33,9 +34,16 @@ RETIRE_AFTER_SECONDS = 60.0
 class Maintenance:
     """The maintenance pass, and its thread once started."""
 
-    def __init__(self, tables: Tables, options: StoreOptions, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        tables: Tables,
+        options: StoreOptions,
+        stopping: threading.Event,
+        observers: list[TableObserver],
+    ) -> None:
         self._tables = tables
         self._options = options
+        self._observers = observers
         self._stopping = stopping
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,13 +60,16 @@ class Maintenance:
         handle = state.active
         if handle is None:
             return
+        before = int(handle.table.version)
         if build_indexes:  # not on a search's path: an ANN build takes seconds
             state.has_vector_index = ensure_indexes(handle.table, handle.name, self._options)
         # Compaction (small appends do not pile up fragments), incremental index update
         # (new rows join the vector, scalar and full-text indexes), pruning of old versions.
         handle.table.optimize(cleanup_older_than=PRUNE_OLDER_THAN)
-        state.text_index_version = handle.table.version
+        state.text_index_version = after = int(handle.table.version)
         state.pending_writes = 0
+        for observer in self._observers:
+            observer.maintained(state.collection, handle, before, after)
 
     def optimize(self, collection: Collection) -> None:
         state = self._tables.states[collection]

@@ -20,6 +20,7 @@ from vector_service.embeddings import Embedder
 from vector_service.errors import embed
 from vector_service.store.catalog import ReindexProgress, ReindexState
 from vector_service.store.filters import in_list
+from vector_service.store.hooks import TableObserver
 from vector_service.store.indexes import ensure_indexes
 from vector_service.store.maintenance import PRUNE_OLDER_THAN
 from vector_service.store.options import StoreOptions
@@ -50,10 +51,17 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 
 class Reindexer:
-    def __init__(self, tables: Tables, options: StoreOptions, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        tables: Tables,
+        options: StoreOptions,
+        stopping: threading.Event,
+        observers: list[TableObserver],
+    ) -> None:
         self._tables = tables
         self._options = options
         self._stopping = stopping
+        self._observers = observers
 
     def reindex(self, collection: Collection, embedder: Embedder) -> ReindexProgress:
         """Starts rebuilding the collection with `embedder` in a new table beside the old one
@@ -174,6 +182,8 @@ class Reindexer:
                 state.progress.state = ReindexState.SUCCEEDED
                 state.progress.end_time = time.time()
                 self._tables.record(state)
+                for observer in self._observers:
+                    observer.replaced(state.collection)
                 if old is not None:
                     state.retired.append((old.name, time.monotonic()))
             log.info("reindex of %s done: now %s", state.collection, staging.name)

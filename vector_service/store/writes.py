@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
 from vector_service.store.filters import Scope, in_list, quote
+from vector_service.store.hooks import TableObserver
 from vector_service.store.maintenance import Maintenance
 from vector_service.store.rows import (
     ID_COLUMN,
@@ -52,9 +53,12 @@ class UpsertOutcome:
 
 
 class Writer:
-    def __init__(self, tables: Tables, maintenance: Maintenance) -> None:
+    def __init__(
+        self, tables: Tables, maintenance: Maintenance, observers: list[TableObserver]
+    ) -> None:
         self._tables = tables
         self._maintenance = maintenance
+        self._observers = observers
 
     def _targets(self, state: CollectionState, space: VectorSpace) -> list[TableHandle]:
         """The tables an upsert writes, under the collection lock. During a reindex: the new
@@ -116,12 +120,15 @@ class Writer:
                 now = datetime.now(UTC)
                 for target in targets:
                     batch = rows_table(target.table.schema, to_write, vectors, space.model, now)
-                    (
+                    result = (
                         target.table.merge_insert(ID_COLUMN)
                         .when_matched_update_all()
                         .when_not_matched_insert_all()
                         .execute(batch)
                     )
+                    if target is state.active:  # what searches read, and the tier mirrors
+                        for observer in self._observers:
+                            observer.upserted(collection, target, batch, int(result.version))
                 self._maintenance.note_writes(state, len(to_write))
             return UpsertOutcome(created, updated, unchanged, len(missing), primary.space)
 
@@ -156,6 +163,10 @@ class Writer:
                 if handle is not None:
                     result = handle.table.delete(where)
                     deleted = max(deleted, int(result.num_deleted_rows))
+                    if handle is state.active:
+                        version = int(result.version)
+                        for observer in self._observers:
+                            observer.deleted(collection, handle, scope, ids, source_id, version)
             if deleted:
                 self._maintenance.note_writes(state, deleted)
             return deleted

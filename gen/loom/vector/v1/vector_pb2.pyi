@@ -810,6 +810,7 @@ class CollectionStats(_message.Message):
     INDEX_THRESHOLD_ROWS_FIELD_NUMBER: _builtins.int
     INDEXES_FIELD_NUMBER: _builtins.int
     REINDEX_FIELD_NUMBER: _builtins.int
+    SEARCH_TIER_FIELD_NUMBER: _builtins.int
     collection: Global___Collection.ValueType
     """The collection."""
     table_name: _builtins.str
@@ -848,6 +849,10 @@ class CollectionStats(_message.Message):
     def reindex(self) -> Global___ReindexProgress:
         """The last reindex since the server started (state UNSPECIFIED when none)."""
 
+    @_builtins.property
+    def search_tier(self) -> Global___SearchTierStats:
+        """What the search tier holds of the collection in memory, and how searches found it."""
+
     def __init__(
         self,
         *,
@@ -867,14 +872,94 @@ class CollectionStats(_message.Message):
         index_threshold_rows: _builtins.int = ...,
         indexes: _abc.Iterable[Global___IndexInfo] | None = ...,
         reindex: Global___ReindexProgress | None = ...,
+        search_tier: Global___SearchTierStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["reindex", b"reindex"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reindex", b"reindex", "search_tier", b"search_tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "configured_dimensions", b"configured_dimensions", "configured_model", b"configured_model", "dimensions", b"dimensions", "exists", b"exists", "fragment_count", b"fragment_count", "index_threshold_rows", b"index_threshold_rows", "indexes", b"indexes", "model", b"model", "model_matches", b"model_matches", "reindex", b"reindex", "row_count", b"row_count", "small_fragment_count", b"small_fragment_count", "table_name", b"table_name", "table_version", b"table_version", "vector_index_state", b"vector_index_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "configured_dimensions", b"configured_dimensions", "configured_model", b"configured_model", "dimensions", b"dimensions", "exists", b"exists", "fragment_count", b"fragment_count", "index_threshold_rows", b"index_threshold_rows", "indexes", b"indexes", "model", b"model", "model_matches", b"model_matches", "reindex", b"reindex", "row_count", b"row_count", "search_tier", b"search_tier", "small_fragment_count", b"small_fragment_count", "table_name", b"table_name", "table_version", b"table_version", "vector_index_state", b"vector_index_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CollectionStats: _TypeAlias = CollectionStats  # noqa: Y015
+
+@_typing.final
+class SearchTierStats(_message.Message):
+    """The search tier's share of one collection (docs/vector.md, "The search tier"): the teams
+    whose vectors it holds in memory, what they cost, and how searches found them since the
+    server started.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEAMS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    RESIDENT_BYTES_FIELD_NUMBER: _builtins.int
+    LOADING_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    MISSES_FIELD_NUMBER: _builtins.int
+    LOADS_FIELD_NUMBER: _builtins.int
+    EVICTIONS_FIELD_NUMBER: _builtins.int
+    INVALIDATIONS_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    TOTAL_RESIDENT_BYTES_FIELD_NUMBER: _builtins.int
+    PEAK_RESIDENT_BYTES_FIELD_NUMBER: _builtins.int
+    EXACT_MAX_ROWS_FIELD_NUMBER: _builtins.int
+    PARTITIONED_TEAMS_FIELD_NUMBER: _builtins.int
+    teams: _builtins.int
+    """Teams of the collection held in memory."""
+    rows: _builtins.int
+    """Their rows."""
+    resident_bytes: _builtins.int
+    """Bytes they hold (matrix, result columns, id map)."""
+    loading: _builtins.int
+    """Teams being loaded now."""
+    hits: _builtins.int
+    """Vector searches answered from memory."""
+    misses: _builtins.int
+    """Vector searches answered by LanceDB (team not resident yet, too large, or the tier off)."""
+    loads: _builtins.int
+    """Teams loaded."""
+    evictions: _builtins.int
+    """Teams evicted to stay within the budget."""
+    invalidations: _builtins.int
+    """Times the collection's teams were dropped at once (a reindex swap, another writer)."""
+    max_bytes: _builtins.int
+    """The budget all collections share (VECTOR_TIER_MAX_BYTES); 0 means the tier is off."""
+    total_resident_bytes: _builtins.int
+    """Bytes held by all collections now."""
+    peak_resident_bytes: _builtins.int
+    """The most all collections ever held at once."""
+    exact_max_rows: _builtins.int
+    """The largest team searched exactly (VECTOR_TIER_EXACT_MAX_ROWS); a larger one is held
+    partitioned (an in-memory IVF), and one larger than the budget is searched in LanceDB.
+    """
+    partitioned_teams: _builtins.int
+    """Teams of the collection held partitioned."""
+    def __init__(
+        self,
+        *,
+        teams: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        resident_bytes: _builtins.int = ...,
+        loading: _builtins.int = ...,
+        hits: _builtins.int = ...,
+        misses: _builtins.int = ...,
+        loads: _builtins.int = ...,
+        evictions: _builtins.int = ...,
+        invalidations: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+        total_resident_bytes: _builtins.int = ...,
+        peak_resident_bytes: _builtins.int = ...,
+        exact_max_rows: _builtins.int = ...,
+        partitioned_teams: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evictions", b"evictions", "exact_max_rows", b"exact_max_rows", "hits", b"hits", "invalidations", b"invalidations", "loading", b"loading", "loads", b"loads", "max_bytes", b"max_bytes", "misses", b"misses", "partitioned_teams", b"partitioned_teams", "peak_resident_bytes", b"peak_resident_bytes", "resident_bytes", b"resident_bytes", "rows", b"rows", "teams", b"teams", "total_resident_bytes", b"total_resident_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchTierStats: _TypeAlias = SearchTierStats  # noqa: Y015
 
 @_typing.final
 class GetCollectionStatsResponse(_message.Message):
