@@ -7,11 +7,12 @@ from pathlib import Path
 
 from loom.vector.v1 import vector_pb2
 
-from tests.vector.conftest import doc, hash_embedder, ids, search, serve, upsert, vector_settings
+from tests.support import hash_embedder, serving_vector, vector_settings
+from tests.vector.conftest import doc, ids, search, upsert
 
 
 def test_a_repeated_query_text_makes_no_second_model_call(tmp_path: Path) -> None:
-    with serve(vector_settings(tmp_path), hash_embedder()) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder()) as server:
         stub = server.service
         upsert(stub, [doc("pricing", "pricing plans"), doc("about", "about us")])
         before = server.embedder.calls
@@ -39,7 +40,7 @@ def test_a_repeated_query_text_makes_no_second_model_call(tmp_path: Path) -> Non
 
 def test_the_cache_is_bounded_and_can_be_off(tmp_path: Path) -> None:
     settings = vector_settings(tmp_path, query_cache_entries=2)
-    with serve(settings, hash_embedder()) as server:
+    with serving_vector(settings, hash_embedder()) as server:
         stub = server.service
         upsert(stub, [doc("a", "alpha"), doc("b", "beta")])
         before = server.embedder.calls
@@ -48,7 +49,7 @@ def test_the_cache_is_bounded_and_can_be_off(tmp_path: Path) -> None:
         # one, two (held: one two), one (hit), three (evicts two), one (hit), two (embedded)
         assert server.embedder.calls == before + 4
     off = vector_settings(tmp_path / "off", query_cache_entries=0)
-    with serve(off, hash_embedder()) as server:
+    with serving_vector(off, hash_embedder()) as server:
         stub = server.service
         upsert(stub, [doc("a", "alpha")])
         before = server.embedder.calls

@@ -16,17 +16,8 @@ from typing import Any
 import numpy as np
 from loom.vector.v1 import vector_pb2
 
-from tests.vector.conftest import (
-    VectorServer,
-    doc,
-    hash_embedder,
-    ids,
-    search,
-    serve,
-    stats,
-    upsert,
-    vector_settings,
-)
+from tests.support import VectorServer, hash_embedder, serving_vector, vector_settings
+from tests.vector.conftest import doc, ids, search, stats, upsert
 
 ROOT = Path(__file__).resolve().parents[2]
 # A small vocabulary: texts share words, so their vectors are near one another in many ways.
@@ -86,7 +77,7 @@ def vector_ids(stub: Any, query: str, **kwargs: Any) -> list[str]:
 
 def test_tier_answers_exactly_and_never_ranks_another_team(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    with serve(vector_settings(tmp_path), hash_embedder()) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder()) as server:
         stub = server.service
         mine = dict(zip([f"a{i}" for i in range(120)], _texts(rng, 120), strict=True))
         sites = {doc_id: f"site-{i % 3}" for i, doc_id in enumerate(mine)}
@@ -138,7 +129,7 @@ def test_tier_answers_exactly_and_never_ranks_another_team(tmp_path: Path) -> No
 
 
 def test_tier_follows_upserts_deletes_and_moves(tmp_path: Path) -> None:
-    with serve(vector_settings(tmp_path), hash_embedder()) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder()) as server:
         stub = server.service
         upsert(
             stub, [doc(f"a{i}", f"filler text number {i}", source=f"p{i % 4}") for i in range(40)]
@@ -184,7 +175,7 @@ def test_tier_follows_upserts_deletes_and_moves(tmp_path: Path) -> None:
 
 
 def test_tier_drops_a_replaced_table_and_reloads_the_new_one(tmp_path: Path) -> None:
-    with serve(vector_settings(tmp_path), hash_embedder()) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder()) as server:
         stub = server.service
         upsert(stub, [doc(f"a{i}", f"filler text number {i}") for i in range(30)])
         upsert(stub, [doc("pricing", "pricing plans and what they cost")])
@@ -214,7 +205,7 @@ def test_eviction_under_a_tiny_budget_still_answers_correctly(tmp_path: Path) ->
     # About two teams of 60 rows fit (a row costs ~2 KB: its 1.5 KB vector and its columns).
     budget = 300_000
     settings = vector_settings(tmp_path, tier_max_bytes=budget)
-    with serve(settings, hash_embedder()) as server:
+    with serving_vector(settings, hash_embedder()) as server:
         stub = server.service
         for team, texts in teams.items():
             upsert(stub, [doc(i, t, team=team) for i, t in texts.items()])
@@ -238,7 +229,7 @@ def test_eviction_under_a_tiny_budget_still_answers_correctly(tmp_path: Path) ->
 
 
 def test_tier_off_answers_from_lancedb(tmp_path: Path) -> None:
-    with serve(vector_settings(tmp_path, tier_max_bytes=0), hash_embedder()) as server:
+    with serving_vector(vector_settings(tmp_path, tier_max_bytes=0), hash_embedder()) as server:
         stub = server.service
         upsert(stub, [doc("a", "pricing plans"), doc("b", "about us")])
         for _ in range(3):
@@ -269,7 +260,7 @@ WRITER = textwrap.dedent(
 
 def test_a_write_by_another_process_drops_the_stale_segments(tmp_path: Path) -> None:
     settings = vector_settings(tmp_path)
-    with serve(settings, hash_embedder()) as server:
+    with serving_vector(settings, hash_embedder()) as server:
         stub = server.service
         upsert(stub, [doc(f"a{i}", f"filler text number {i}") for i in range(20)])
         resident(stub, "team-a")
@@ -289,7 +280,7 @@ def test_a_write_by_another_process_drops_the_stale_segments(tmp_path: Path) -> 
 
 
 def test_writes_while_a_team_loads_are_not_lost(tmp_path: Path) -> None:
-    with serve(vector_settings(tmp_path), hash_embedder()) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder()) as server:
         stub = server.service
         for start in range(0, 3000, 1000):
             upsert(stub, [doc(f"f{i}", f"filler row {i}") for i in range(start, start + 1000)])
@@ -334,7 +325,7 @@ def test_a_team_over_the_exact_limit_is_searched_through_its_partitions(tmp_path
     sites = {doc_id: "site-rare" if i % 240 == 0 else "site-1" for i, doc_id in enumerate(texts)}
     # 48 partitions of ~50 rows; a search probes the nearest 8 (1/6 of the rows).
     settings = vector_settings(tmp_path, tier_exact_max_rows=300, tier_partition_rows=50)
-    with serve(settings, hash_embedder()) as server:
+    with serving_vector(settings, hash_embedder()) as server:
         stub = server.service
         for start in range(0, rows, 1000):
             chunk = list(texts.items())[start : start + 1000]
