@@ -359,3 +359,19 @@ def test_a_team_over_the_exact_limit_is_searched_through_its_partitions(tmp_path
         )
         assert "zebra" not in vector_ids(stub, "zebras crossing the river")
         assert tier(stub).hits > 30
+
+
+def test_a_team_searched_before_its_first_write_is_loaded_after_it(tmp_path: Path) -> None:
+    with serve(vector_settings(tmp_path), hash_embedder()) as server:
+        stub = server.service
+        upsert(stub, [doc("a1", "word1 word2")])
+        assert search(stub, "word1", team="team-new", mode=VECTOR).results == []
+        # The miss's load finds no rows, holds nothing, and is not retried for a minute...
+        deadline = time.monotonic() + 10
+        while tier(stub).loading and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert tier(stub).teams == 0
+        # ...unless the team writes.
+        upsert(stub, [doc("n1", "word3 word4", team="team-new")])
+        resident(stub, "team-new")
+        assert vector_ids(stub, "word3 word4", team="team-new") == ["n1"]

@@ -355,14 +355,17 @@ class SearchTier:
             try:
                 if not self._in_step(collection, handle, -1, version):
                     return
-                targets = self._targets(collection, handle)
-                if not targets:
-                    return
                 teams: list[str] = rows.column(_TEAM).to_pylist()
-                ids: list[str] = rows.column(ID_COLUMN).to_pylist()
                 by_team: dict[str, list[int]] = {}
                 for position, team in enumerate(teams):
                     by_team.setdefault(team, []).append(position)
+                for team in by_team:
+                    # A team found empty (or too large) is worth another look once it wrote.
+                    self._skip_until.pop((collection, team), None)
+                targets = self._targets(collection, handle)
+                if not targets:
+                    return
+                ids: list[str] = rows.column(ID_COLUMN).to_pylist()
                 team_of = dict(zip(ids, teams, strict=True))
                 for key, target in targets:
                     mine = by_team.get(key[1], [])

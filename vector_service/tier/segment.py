@@ -213,7 +213,8 @@ class Segment:
         snap = self.snapshot
         codes = snap.columns.site.nbytes + snap.columns.environment.nbytes
         live = snap.live.nbytes if snap.live is not None else 0
-        return int(snap.matrix.nbytes + codes + live + self._row_bytes)
+        ivf = snap.ivf.centroids.nbytes + snap.ivf.bounds.nbytes if snap.ivf is not None else 0
+        return int(snap.matrix.nbytes + codes + live + ivf + self._row_bytes)
 
     @property
     def row_count(self) -> int:
