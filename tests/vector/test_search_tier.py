@@ -362,7 +362,7 @@ def test_a_team_over_the_exact_limit_is_searched_through_its_partitions(tmp_path
 
 
 def test_a_team_searched_before_its_first_write_is_loaded_after_it(tmp_path: Path) -> None:
-    with serve(vector_settings(tmp_path), hash_embedder()) as server:
+    with serving_vector(vector_settings(tmp_path), hash_embedder()) as server:
         stub = server.service
         upsert(stub, [doc("a1", "word1 word2")])
         assert search(stub, "word1", team="team-new", mode=VECTOR).results == []
