@@ -13,6 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from servicekit import decoding
 from servicekit.auth import Authenticator, bearer_token, reset_principal, set_principal
 from servicekit.errors import InvalidArgument, ServiceError
 from servicekit.logs import request_id_var
@@ -96,13 +97,13 @@ class EdgeInterceptor(_Interceptor):
             log.exception("%s failed unexpectedly", method)
             context.abort_with_status(rpc_status.to_status(_internal_status(request_id_var.get())))
 
-        def unary(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Any:
+        def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], accept: Any) -> Any:
             def call(request: Any, context: grpc.ServicerContext) -> Any:
                 rid_token = request_id_var.set(request_id())
                 principal_token = None
                 try:
                     principal_token = authenticate()
-                    return behavior(request, context)
+                    return behavior(accept(request), context)
                 except Exception as exc:
                     fail(context, exc)
                     raise
@@ -113,13 +114,15 @@ class EdgeInterceptor(_Interceptor):
 
             return call
 
-        def streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Any:
+        def streaming(
+            behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], accept: Any
+        ) -> Any:
             def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 rid_token = request_id_var.set(request_id())
                 principal_token = None
                 try:
                     principal_token = authenticate()
-                    yield from behavior(request, context)
+                    yield from behavior(accept(request), context)
                 except Exception as exc:
                     fail(context, exc)
                     raise
@@ -130,28 +133,30 @@ class EdgeInterceptor(_Interceptor):
 
             return call
 
+        # A request that does not parse is INVALID_ARGUMENT (servicekit.decoding), not grpc's
+        # INTERNAL "Exception deserializing request!".
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                unary(handler.unary_unary, decoding.checked),
+                request_deserializer=decoding.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                streaming(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                streaming(handler.unary_stream, decoding.checked),
+                request_deserializer=decoding.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                unary(handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                unary(handler.stream_unary, decoding.checked_stream),
+                request_deserializer=decoding.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
-            streaming(handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
+            streaming(handler.stream_stream, decoding.checked_stream),
+            request_deserializer=decoding.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
