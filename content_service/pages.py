@@ -46,6 +46,7 @@ from servicekit.errors import (
     InvalidArgument,
     NotFound,
     invalid,
+    shown,
 )
 from servicekit.ids import new_id, new_ids
 from servicekit.pagination import PageRequest
@@ -86,7 +87,7 @@ def create_definition(
         updated_at=ts,
     )
     session.add(definition)
-    _flush_unique(session, f"a section definition named {name!r} already exists here")
+    _flush_unique(session, f"a section definition named {shown(name)} already exists here")
     return definition
 
 
@@ -134,7 +135,7 @@ def update_definition(
     definition.schema = dumps(new_schema)
     definition.default_content = dumps(new_default)
     definition.updated_at = now()
-    _flush_unique(session, f"a section definition named {name!r} already exists here")
+    _flush_unique(session, f"a section definition named {shown(name)} already exists here")
     return definition
 
 
@@ -147,7 +148,7 @@ def delete_definition(session: Session, principal: Principal, definition_id: str
     )
     if in_use:
         raise FailedPrecondition(
-            f"section definition {definition_id!r} is used by {in_use} section(s); "
+            f"section definition {shown(definition_id)} is used by {in_use} section(s); "
             "remove them first",
             reason="DEFINITION_IN_USE",
         )
@@ -212,7 +213,7 @@ class _SectionRules:
             if definition is None:
                 raise invalid(
                     f"{section.field}.definition_id",
-                    f"no section definition {section.definition_id!r} in this environment",
+                    f"no section definition {shown(section.definition_id)} in this environment",
                 )
             content = (
                 section.content
@@ -341,7 +342,7 @@ def create_pages(
         checked.append((i, item, sections))
 
     def taken(slug: str) -> AlreadyExists:
-        message = f"a page with slug {slug!r} already exists in this environment"
+        message = f"a page with slug {shown(slug)} already exists in this environment"
         return AlreadyExists(_located(where(by_slug[slug]), "page.slug", message))
 
     if by_slug:
@@ -577,7 +578,9 @@ def update_page(
     if "metadata" in changes:
         page.metadata_json = dumps(changes["metadata"])
     _touch(page)
-    _flush_unique(session, f"a page with slug {page.slug!r} already exists in this environment")
+    _flush_unique(
+        session, f"a page with slug {shown(page.slug)} already exists in this environment"
+    )
     indexing.page_changed(session, page)
     return page
 

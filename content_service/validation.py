@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from content_service.db.values import dumps
-from servicekit.errors import FieldViolation, InvalidArgument, invalid
+from servicekit.errors import FieldViolation, InvalidArgument, invalid, shown
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 ENV_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -27,20 +27,20 @@ def slug(value: str, field: str, max_len: int = 200) -> str:
         raise invalid(
             field,
             f"must be lowercase letters, digits and single hyphens ([a-z0-9-], at most "
-            f"{max_len} characters, no leading/trailing hyphen); got {value!r}",
+            f"{max_len} characters, no leading/trailing hyphen); got {shown(value)}",
         )
     return value
 
 
 def environment_name(value: str, field: str) -> str:
     if not ENV_NAME_RE.match(value or ""):
-        raise invalid(field, f"must match [a-z0-9-], 1-63 characters; got {value!r}")
+        raise invalid(field, f"must match [a-z0-9-], 1-63 characters; got {shown(value)}")
     return value
 
 
 def definition_name(value: str, field: str) -> str:
     if not DEFINITION_NAME_RE.match(value or ""):
-        raise invalid(field, f"must match [a-z0-9_-], 1-63 characters; got {value!r}")
+        raise invalid(field, f"must match [a-z0-9_-], 1-63 characters; got {shown(value)}")
     return value
 
 

@@ -13,7 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from servicekit import decoding
+from servicekit import decoding, error_size
 from servicekit.auth import Authenticator, bearer_token, reset_principal, set_principal
 from servicekit.errors import InvalidArgument, ServiceError
 from servicekit.logs import request_id_var
@@ -26,7 +26,8 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 def status_for(error: ServiceError) -> status_pb2.Status:
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    """The status of a domain error, cut to fit a client's metadata limit (error_size)."""
+    status = status_pb2.Status(code=error.code.value[0], message=error_size.message(error.message))
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
     status.details.append(info)
@@ -36,7 +37,7 @@ def status_for(error: ServiceError) -> status_pb2.Status:
                 error_details_pb2.BadRequest.FieldViolation(
                     field=v.field, description=v.description
                 )
-                for v in error.violations
+                for v in error_size.violations(error.violations)
             ]
         )
         detail = any_pb2.Any()
@@ -84,8 +85,9 @@ class EdgeInterceptor(_Interceptor):
 
         def fail(context: grpc.ServicerContext, exc: BaseException) -> None:
             if isinstance(exc, ServiceError):
-                log.info("%s -> %s: %s", method, exc.code.name, exc.message)
-                context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                status = status_for(exc)
+                log.info("%s -> %s: %s", method, exc.code.name, status.message)
+                context.abort_with_status(rpc_status.to_status(status))
             code = context.code()  # type: ignore[attr-defined]
             if code not in (None, grpc.StatusCode.OK):
                 raise exc  # already aborted deliberately (by grpc itself)

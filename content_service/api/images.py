@@ -23,7 +23,7 @@ from content_service.images.media import CHUNK_BYTES, HEAD_BYTES, TempBlob, snif
 from content_service.images.records import DownloadTarget, ImageView
 from content_service.images.runtime import ImageRuntime
 from servicekit.auth import current_principal
-from servicekit.errors import FieldViolation, InvalidArgument, ServiceError, invalid
+from servicekit.errors import FieldViolation, InvalidArgument, ServiceError, invalid, shown
 from servicekit.pagination import page_of, page_request
 
 log = logging.getLogger(__name__)
@@ -257,4 +257,4 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
             except FileNotFoundError:
                 if attempt:
                     log.error("image %s: blob %s is missing", image_id, target.key)
-        raise ServiceError(f"the stored file of image {image_id!r} is missing")
+        raise ServiceError(f"the stored file of image {shown(image_id)} is missing")
