@@ -65,23 +65,32 @@ PAGE_SECTIONS: Table = PageSection.__table__  # type: ignore[assignment]
 # --- section definitions -----------------------------------------------------------------
 
 
+SCHEMA_FIELD = "section_definition.schema"
+
+
+def definition_schema(schema: dict[str, Any]) -> validation.ContentValidator:
+    """A definition's schema checked and compiled (validation.json_schema): callers do this
+    before they open the write transaction, which then only stores it."""
+    return validation.json_schema(schema, SCHEMA_FIELD)
+
+
 def create_definition(
     session: Session,
     principal: Principal,
     environment_id: str,
     name: str,
-    schema: dict[str, Any],
+    schema: validation.ContentValidator,
     default_content: dict[str, Any],
 ) -> SectionDefinition:
+    """`schema` comes from definition_schema()."""
     env = scope.environment(session, principal, environment_id)
-    validator = validation.json_schema(schema, "section_definition.schema")
-    validation.content(validator, default_content, "section_definition.default_content")
+    validation.content(schema, default_content, "section_definition.default_content")
     ts = now()
     definition = SectionDefinition(
         id=new_id(),
         environment_id=env.environment_id,
         name=validation.definition_name(name, "section_definition.name"),
-        schema=dumps(schema),
+        schema=dumps(schema.schema),
         default_content=dumps(default_content),
         created_at=ts,
         updated_at=ts,
@@ -120,19 +129,19 @@ def update_definition(
     definition_id: str,
     *,
     name: str | None,
-    schema: dict[str, Any] | None,
+    schema: validation.ContentValidator | None,
     default_content: dict[str, Any] | None,
 ) -> SectionDefinition:
+    """`schema` (None: keep the stored one) comes from definition_schema()."""
     definition = get_definition(session, principal, definition_id, "section_definition.id")
-    new_schema = schema if schema is not None else json.loads(definition.schema)
+    validator = schema or definition_schema(json.loads(definition.schema))
     new_default = (
         default_content if default_content is not None else json.loads(definition.default_content)
     )
-    validator = validation.json_schema(new_schema, "section_definition.schema")
     validation.content(validator, new_default, "section_definition.default_content")
     if name is not None:
         definition.name = validation.definition_name(name, "section_definition.name")
-    definition.schema = dumps(new_schema)
+    definition.schema = dumps(validator.schema)
     definition.default_content = dumps(new_default)
     definition.updated_at = now()
     _flush_unique(session, f"a section definition named {shown(name)} already exists here")

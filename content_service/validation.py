@@ -11,9 +11,11 @@ import jsonschema
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing.exceptions import Unresolvable
 
+from content_service import schemas
 from content_service.db.values import dumps
-from servicekit.errors import FieldViolation, InvalidArgument, invalid, shown
+from servicekit.errors import FailedPrecondition, FieldViolation, InvalidArgument, invalid, shown
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 ENV_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -57,11 +59,17 @@ def text(value: str, field: str, *, max_len: int, required: bool = True) -> str:
 
 
 def json_schema(schema: dict[str, Any], field: str) -> ContentValidator:
+    """A definition's schema, checked: valid for the 2020-12 meta-schema, self-contained and
+    never recursing in place (content_service.schemas), so that content checks against it
+    neither fetch anything nor fail. Pure computation: run it before a write transaction."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
         raise invalid(f"{field}{'/' + where if where else ''}", exc.message) from exc
+    except RecursionError:
+        raise invalid(field, "is nested too deeply") from None
+    schemas.check(schema, field)
     return ContentValidator(schema)
 
 
@@ -70,9 +78,17 @@ def content(validator: ContentValidator, value: dict[str, Any], field: str) -> N
     whose field is the path inside the content (e.g. `page.sections[0].content.title`)."""
     if validator.surely_valid(value):
         return
-    errors: list[jsonschema.ValidationError] = sorted(
-        validator.python.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
-    )
+    try:
+        errors: list[jsonschema.ValidationError] = sorted(
+            validator.python.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
+        )
+    except (Unresolvable, RecursionError) as exc:
+        # Only a schema stored before the checks of json_schema() existed gets here.
+        raise FailedPrecondition(
+            "the section definition's schema cannot be applied (it refers outside itself, or "
+            f"recurses without end: {type(exc).__name__}); update the definition's schema",
+            reason="SCHEMA_UNUSABLE",
+        ) from None
     if errors:
         raise InvalidArgument(
             [
@@ -91,14 +107,17 @@ class ContentValidator:
     against ~0.2 us). Invalid content always gets python-jsonschema's verdict and errors."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
         self.python = Draft202012Validator(
-            schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+            schema,
+            format_checker=Draft202012Validator.FORMAT_CHECKER,
+            registry=schemas.NO_RETRIEVAL,  # never fetches a remote $ref
         )
         self.fast: jsonschema_rs.Validator | None = None
         if _same_in_both(schema):
             try:
                 self.fast = jsonschema_rs.Draft202012Validator(
-                    schema, validate_formats=False, offline=True
+                    schema, validate_formats=False, retriever=schemas.refuse_retrieval
                 )
             except (ValueError, jsonschema_rs.ValidationError):
                 self.fast = None

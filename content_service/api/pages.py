@@ -15,7 +15,6 @@ from content_service.api.convert import (
     dict_to_struct,
     struct_field_to_json,
     struct_from_json,
-    struct_to_dict,
     ts,
 )
 from content_service.db import models
@@ -145,7 +144,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         self, request: pages_pb2.CreateSectionDefinitionRequest, context: grpc.ServicerContext
     ) -> pages_pb2.SectionDefinition:
         d = request.section_definition
-        schema = struct_field_to_json(d, "schema", "section_definition.schema")
+        schema = pages.definition_schema(struct_field_to_json(d, "schema", pages.SCHEMA_FIELD))
         default = struct_field_to_json(d, "default_content", "section_definition.default_content")
         with self.db.write() as s:
             row = pages.create_definition(
@@ -178,16 +177,26 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     ) -> pages_pb2.SectionDefinition:
         paths = mask_paths(request.update_mask, {"name", "schema", "default_content"})
         d = request.section_definition
+        # Converted and checked before the write transaction (NaN or a bad schema never
+        # reaches it; nothing slow runs while it holds the lock).
+        schema = (
+            pages.definition_schema(struct_field_to_json(d, "schema", pages.SCHEMA_FIELD))
+            if "schema" in paths
+            else None
+        )
+        default = (
+            struct_field_to_json(d, "default_content", "section_definition.default_content")
+            if "default_content" in paths
+            else None
+        )
         with self.db.write() as s:
             row = pages.update_definition(
                 s,
                 current_principal(),
                 d.id,
                 name=d.name if "name" in paths else None,
-                schema=struct_to_dict(d.schema) if "schema" in paths else None,
-                default_content=struct_to_dict(d.default_content)
-                if "default_content" in paths
-                else None,
+                schema=schema,
+                default_content=default,
             )
             return definition_proto(row)
 
