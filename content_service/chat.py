@@ -146,5 +146,7 @@ def list_messages(
             after = int(page.after)
         except ValueError:
             raise invalid("page_token", "not a token this service issued") from None
+        if not -1 <= after < 2**62:  # a signed token holds a seq we gave out; this is a bound
+            raise invalid("page_token", "not a token this service issued")
         stmt = stmt.where(Message.seq > after)
     return list(session.scalars(stmt.order_by(Message.seq).limit(page.size + 1)))

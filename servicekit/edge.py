@@ -13,7 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from servicekit import decoding, error_size
+from servicekit import decoding, error_size, pagination
 from servicekit.auth import Authenticator, bearer_token, reset_principal, set_principal
 from servicekit.errors import InvalidArgument, ServiceError
 from servicekit.logs import request_id_var
@@ -61,8 +61,16 @@ else:
 
 
 class EdgeInterceptor(_Interceptor):
-    def __init__(self, authenticate: Authenticator) -> None:
+    def __init__(self, authenticate: Authenticator, *, page_token_secret: str = "") -> None:
+        """`page_token_secret`: what every replica of this deployment shares (our servers pass
+        the service token); page tokens are signed with a key derived from it. Empty: a key of
+        this process alone."""
         self._authenticate = authenticate
+        self._page_key = (
+            pagination.key_from_secret(page_token_secret)
+            if page_token_secret
+            else pagination.signing_key.get()
+        )
 
     def intercept_service(
         self,
@@ -102,6 +110,7 @@ class EdgeInterceptor(_Interceptor):
         def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], accept: Any) -> Any:
             def call(request: Any, context: grpc.ServicerContext) -> Any:
                 rid_token = request_id_var.set(request_id())
+                key_token = pagination.signing_key.set(edge._page_key)
                 principal_token = None
                 try:
                     principal_token = authenticate()
@@ -112,6 +121,7 @@ class EdgeInterceptor(_Interceptor):
                 finally:
                     if principal_token is not None:
                         reset_principal(principal_token)
+                    pagination.signing_key.reset(key_token)
                     request_id_var.reset(rid_token)
 
             return call
@@ -121,6 +131,7 @@ class EdgeInterceptor(_Interceptor):
         ) -> Any:
             def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 rid_token = request_id_var.set(request_id())
+                key_token = pagination.signing_key.set(edge._page_key)
                 principal_token = None
                 try:
                     principal_token = authenticate()
@@ -131,6 +142,7 @@ class EdgeInterceptor(_Interceptor):
                 finally:
                     if principal_token is not None:
                         reset_principal(principal_token)
+                    pagination.signing_key.reset(key_token)
                     request_id_var.reset(rid_token)
 
             return call

@@ -286,21 +286,14 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         scope = scope_of(request.scope, "scope", violations, full=False)
         check_id(request.source_id, "source_id", violations, required=False)
         raise_if(violations)
-        page = page_request(
-            request.page_size or MAX_PAGE_SIZE,
-            request.page_token,
-            collection,
-            scope,
-            request.source_id,
-        )
+        page = page_request(request, default_size=MAX_PAGE_SIZE)
         listed = self.store.list_documents(
             collection, scope, request.source_id, page.after, page.size + 1
         )
-        shown, token = page_of(listed, page, lambda row: str(row[rows.ID_COLUMN]))
-        return vector_pb2.ListDocumentsResponse(
-            documents=[document_proto(row) for row in shown],
-            next_page_token=token,
+        documents, token = page_of(
+            listed, page, lambda row: str(row[rows.ID_COLUMN]), document_proto
         )
+        return vector_pb2.ListDocumentsResponse(documents=documents, next_page_token=token)
 
     def Search(
         self, request: vector_pb2.SearchRequest, context: grpc.ServicerContext

@@ -59,7 +59,9 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
             Service.of(vector_pb2, vector_pb2_grpc, "VectorService", servicer),
             backup_service(store),
         ],
-        interceptors=[EdgeInterceptor(VectorAuthenticator(token, tenants))],
+        interceptors=[
+            EdgeInterceptor(VectorAuthenticator(token, tenants), page_token_secret=token)
+        ],
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

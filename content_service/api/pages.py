@@ -161,15 +161,16 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     def ListSectionDefinitions(
         self, request: pages_pb2.ListSectionDefinitionsRequest, context: grpc.ServicerContext
     ) -> pages_pb2.ListSectionDefinitionsResponse:
-        page = page_request(request.page_size, request.page_token, request.environment_id)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 pages.list_definitions(s, current_principal(), request.environment_id, page),
                 page,
                 lambda r: r.id,
+                definition_proto,
             )
             return pages_pb2.ListSectionDefinitionsResponse(
-                section_definitions=[definition_proto(r) for r in rows], next_page_token=token
+                section_definitions=items, next_page_token=token
             )
 
     def UpdateSectionDefinition(
@@ -264,16 +265,15 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         self, request: pages_pb2.ListPagesRequest, context: grpc.ServicerContext
     ) -> pages_pb2.ListPagesResponse:
         status = status_to_db(request.status, "status", default=None)
-        page = page_request(request.page_size, request.page_token, request.environment_id, status)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 pages.list_pages(s, current_principal(), request.environment_id, status, page),
                 page,
                 lambda r: r.id,
+                page_proto,
             )
-            return pages_pb2.ListPagesResponse(
-                pages=[page_proto(r) for r in rows], next_page_token=token
-            )
+            return pages_pb2.ListPagesResponse(pages=items, next_page_token=token)
 
     def UpdatePage(
         self, request: pages_pb2.UpdatePageRequest, context: grpc.ServicerContext
