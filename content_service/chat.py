@@ -25,12 +25,16 @@ ROLES = ("user", "assistant", "tool")
 MAX_MESSAGES_PER_APPEND = 100
 MAX_CONTENT_BYTES = 256 * 1024
 MAX_METADATA_BYTES = 64 * 1024
+# The messages of one AppendMessages, encoded (its response echoes them): under a default
+# client's 4 MiB receive limit.
+MAX_APPEND_BYTES = 3 * 1024 * 1024
 
 
 @dataclass
 class NewMessage:
     role: str  # "" when unspecified (rejected)
     content: dict[str, Any]
+    size: int | None = None  # the content's encoded size when the caller knows it
 
 
 def _session_in_scope(
@@ -109,7 +113,17 @@ def append_messages(
     if len(messages) > MAX_MESSAGES_PER_APPEND:
         raise invalid("messages", f"at most {MAX_MESSAGES_PER_APPEND} messages per call")
     stored: list[tuple[str, str]] = []
+    total = 0
     for i, message in enumerate(messages):
+        total += (
+            message.size if message.size is not None else validation.encoded_size(message.content)
+        )
+        if total > MAX_APPEND_BYTES:
+            raise invalid(
+                f"messages[{i}].content",
+                f"the messages up to this one are {total} bytes encoded, over the limit of "
+                f"{MAX_APPEND_BYTES // (1024 * 1024)} MiB for one call; append fewer per call",
+            )
         if message.role not in ROLES:
             raise invalid(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
         content = validation.json_object(

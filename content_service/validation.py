@@ -207,3 +207,71 @@ def seconds(value: int, field: str) -> int:
     if not MIN_SECONDS <= value <= MAX_SECONDS:
         raise invalid(field, "is out of range")
     return value
+
+
+# --- sizes -----------------------------------------------------------------------------
+# Every stored resource and every response must fit a default client's 4 MiB receive limit,
+# so content is measured as it travels: its encoded size as a google.protobuf.Struct, which
+# for some JSON is several times its JSON text (a list of small numbers: 11 bytes an item
+# against 2).
+
+# The most an encoded Struct can exceed its JSON text (compact, UTF-8), by that list.
+STRUCT_PER_JSON_BYTE = 6
+
+
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _delimited(length: int) -> int:
+    """A length-delimited field of `length` bytes: tag, length, payload."""
+    return 1 + _varint_len(length) + length
+
+
+def encoded_size(value: dict[str, Any]) -> int:
+    """The exact encoded size of `value` as a google.protobuf.Struct (what Struct.ByteSize()
+    gives), computed without building one."""
+    total = 0
+    for key, item in value.items():
+        entry = _delimited(len(key.encode())) + _delimited(_value_size(item))
+        total += _delimited(entry)
+    return total
+
+
+def _value_size(item: Any) -> int:
+    if item is None or isinstance(item, bool):
+        return 2
+    if isinstance(item, int | float):
+        return 9
+    if isinstance(item, str):
+        return _delimited(len(item.encode()))
+    if isinstance(item, dict):
+        return _delimited(encoded_size(item))
+    if isinstance(item, list):
+        return _delimited(sum(_delimited(_value_size(v)) for v in item))
+    raise TypeError(f"not a JSON value: {type(item).__name__}")
+
+
+def stored_size(text: str) -> int:
+    """The encoded size of stored JSON object text, exact only when it matters: a text whose
+    bound (STRUCT_PER_JSON_BYTE times its length) is small is counted at the bound."""
+    bound = STRUCT_PER_JSON_BYTE * len(text.encode())
+    if bound <= 1024:
+        return bound
+    loaded = json.loads(text)
+    return encoded_size(loaded) if isinstance(loaded, dict) else bound
+
+
+def struct_bytes(size: int, field: str, *, max_bytes: int) -> int:
+    """`size` (an encoded Struct's), or INVALID_ARGUMENT when it passes max_bytes."""
+    if size > max_bytes:
+        raise invalid(
+            field,
+            f"must be at most {_kib(max_bytes)} encoded (as a google.protobuf.Struct); "
+            f"this is {size} bytes",
+        )
+    return size
+
+
+def _kib(size: int) -> str:
+    return f"{size // (1024 * 1024)} MiB" if size % (1024 * 1024) == 0 else f"{size // 1024} KiB"

@@ -18,7 +18,7 @@ import contextvars
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,3 +141,17 @@ def page_of(
     if len(rows) > request.size:
         return out, request.next_token(key(rows[request.size - 1]))
     return out, ""
+
+
+def within_bytes(messages: Iterable[P], max_bytes: int = MAX_PAGE_BYTES) -> list[P]:
+    """The leading messages whose encoded sizes stay under max_bytes (at least the first):
+    for answers that have no next page (a search's best results)."""
+    out: list[P] = []
+    used = 0
+    for message in messages:
+        size = message.ByteSize()  # type: ignore[attr-defined]
+        if out and used + size > max_bytes:
+            break
+        out.append(message)
+        used += size + 8
+    return out

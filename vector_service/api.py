@@ -13,7 +13,7 @@ from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
 from servicekit.auth import current_principal, require_service
 from servicekit.errors import FieldViolation, InvalidArgument, invalid
-from servicekit.pagination import MAX_PAGE_SIZE, page_of, page_request
+from servicekit.pagination import MAX_PAGE_SIZE, page_of, page_request, within_bytes
 from vector_service import store
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
@@ -354,8 +354,10 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
                 limit=request.limit or DEFAULT_LIMIT,
             )
         )
+        # The best results that fit a response (each document carries its text, up to
+        # MAX_TEXT_CHARS): a default client receives at most 4 MiB.
         return vector_pb2.SearchResponse(
-            results=[hit_proto(h) for h in hits], mode=MODE_PROTOS[mode]
+            results=within_bytes(hit_proto(h) for h in hits), mode=MODE_PROTOS[mode]
         )
 
     def GetCollectionStats(

@@ -105,6 +105,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             chat.NewMessage(
                 role=ROLE_TO_DB.get(m.role, ""),
                 content=struct_field_to_json(m, "content", f"messages[{i}].content"),
+                size=m.content.ByteSize(),
             )
             for i, m in enumerate(request.messages)
         ]

@@ -9,7 +9,7 @@ import grpc
 from google.protobuf import empty_pb2
 from loom.content.v1 import pages_pb2, pages_pb2_grpc
 
-from content_service import pages
+from content_service import pages, validation
 from content_service.api.common import STATUS_FROM_DB, mask_paths, status_to_db
 from content_service.api.convert import (
     dict_to_struct,
@@ -112,9 +112,16 @@ def rows_proto(rows: pages.ViewRows) -> pages_pb2.Page:
 
 def _section_input(section: pages_pb2.Section, field: str) -> pages.SectionInput:
     content: dict[str, Any] | None = None
+    size = None
     if section.HasField("content"):
+        # Refused before it is even converted.
+        size = validation.struct_bytes(
+            section.content.ByteSize(), f"{field}.content", max_bytes=pages.MAX_SECTION_BYTES
+        )
         content = struct_field_to_json(section, "content", f"{field}.content")
-    return pages.SectionInput(definition_id=section.definition_id, content=content, field=field)
+    return pages.SectionInput(
+        definition_id=section.definition_id, content=content, field=field, size=size
+    )
 
 
 def _new_page(request: pages_pb2.CreatePageRequest) -> pages.NewPage:
@@ -129,6 +136,7 @@ def _new_page(request: pages_pb2.CreatePageRequest) -> pages.NewPage:
         metadata=metadata,
         sections=sections,
         request_id=request.request_id,
+        metadata_size=p.metadata.ByteSize(),
     )
 
 
@@ -289,6 +297,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
             changes["status"] = status_to_db(p.status, "page.status", default="draft")
         if "metadata" in paths:
             changes["metadata"] = struct_field_to_json(p, "metadata", "page.metadata")
+            changes["metadata_size"] = p.metadata.ByteSize()
         with self.db.write() as s:
             row = pages.update_page(s, current_principal(), p.id, changes, p.etag)
             return rows_proto(pages.load_view(s, row.id))
@@ -313,11 +322,14 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     def UpdateSection(
         self, request: pages_pb2.UpdateSectionRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
+        size = validation.struct_bytes(
+            request.content.ByteSize(), "content", max_bytes=pages.MAX_SECTION_BYTES
+        )
         content = struct_field_to_json(request, "content", "content")
         with self.db.write() as s:
             return rows_proto(
                 pages.update_section(
-                    s, current_principal(), request.page_id, request.section_id, content
+                    s, current_principal(), request.page_id, request.section_id, content, size
                 )
             )
 
