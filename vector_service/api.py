@@ -20,9 +20,16 @@ from vector_service.errors import embed
 from vector_service.search import Hit, Mode, Query, Searcher
 from vector_service.store import rows
 
-MAX_TEXT_CHARS = 100_000
+# Work per call, bounded so that a call at every limit at once finishes well within its
+# deadline on a small machine (docs/vector.md, "Limits per call"; measured with the local
+# MiniLM on 2 shared cores). A model's cost is per token, up to what it reads of a text (the
+# local model: 256 tokens, about 1,200 characters), so the characters of a whole call bound it.
+MAX_TEXT_CHARS = 100_000  # one document's text (content_service sends at most this)
+MAX_UPSERT_CHARS = 64_000  # the texts of one UpsertDocuments
 MAX_QUERY_CHARS = 10_000
-MAX_EMBED_TEXTS = 256
+MAX_EMBED_TEXTS = 64
+MAX_EMBED_TEXT_CHARS = 8_000
+MAX_EMBED_CHARS = 16_000  # the texts of one EmbedTexts
 MAX_DOCUMENTS = 1000
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -79,6 +86,18 @@ def check_text(value: str, field: str, limit: int, violations: list[FieldViolati
         violations.append(FieldViolation(field, "must not be empty"))
     elif len(value) > limit:
         violations.append(FieldViolation(field, f"must be at most {limit} characters"))
+
+
+def check_total(texts: list[str], field: str, limit: int, violations: list[FieldViolation]) -> None:
+    total = sum(len(t) for t in texts)
+    if total > limit:
+        violations.append(
+            FieldViolation(
+                field,
+                f"the texts of one call must be at most {limit} characters in all (these are "
+                f"{total}); send fewer per call",
+            )
+        )
 
 
 def raise_if(violations: list[FieldViolation]) -> None:
@@ -201,7 +220,8 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
             raise invalid("texts", f"must hold 1-{MAX_EMBED_TEXTS} texts")
         violations: list[FieldViolation] = []
         for i, text in enumerate(texts):
-            check_text(text, f"texts[{i}]", MAX_TEXT_CHARS, violations)
+            check_text(text, f"texts[{i}]", MAX_EMBED_TEXT_CHARS, violations)
+        check_total(texts, "texts", MAX_EMBED_CHARS, violations)
         raise_if(violations)
         vectors = embed(self.embedder, texts)
         return vector_pb2.EmbedTextsResponse(
@@ -231,6 +251,8 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
             scope = scope_of(doc.scope, f"{field}.scope", violations, full=True)
             check_id(doc.source_id, f"{field}.source_id", violations, required=False)
             check_text(doc.text, f"{field}.text", MAX_TEXT_CHARS, violations)
+            if len(violations) >= 20:
+                break  # enough to act on; the rest would only cost time
             docs.append(
                 store.Document(
                     id=doc.id,
@@ -241,6 +263,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
                     text=doc.text,
                 )
             )
+        check_total([d.text for d in request.documents], "documents", MAX_UPSERT_CHARS, violations)
         raise_if(violations)
         outcome = self.store.upsert(collection, docs, self.embedder)
         return vector_pb2.UpsertDocumentsResponse(
