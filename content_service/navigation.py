@@ -96,7 +96,7 @@ def _check_items(items: list[MenuItem]) -> dict[str, list[str]]:
                     )
                 )
             if item.page_id:
-                if len(item.page_id) > 64:
+                if not scope.valid_id(item.page_id):
                     violations.append(FieldViolation(f"{here}.page_id", "is not a valid id"))
                 else:
                     refs.setdefault(item.page_id, []).append(f"{here}.page_id")

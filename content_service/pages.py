@@ -223,7 +223,7 @@ def _definitions(
     session: Session, env: EnvScope, sections: Iterable[SectionInput]
 ) -> dict[str, SectionDefinition]:
     """The environment's definitions these sections name, by id (one query)."""
-    ids = {s.definition_id for s in sections if s.definition_id}
+    ids = {s.definition_id for s in sections if s.definition_id and scope.valid_id(s.definition_id)}
     if not ids:
         return {}
     return {
