@@ -34,12 +34,16 @@ MAX_WORKING_MEMORY_BYTES = 256 * 1024
 MAX_MODEL = 200
 # What UpdateSession may change.
 UPDATABLE = ("title", "metadata", "model", "working_memory")
+# The messages of one AppendMessages or ReplaceMessages, encoded (its response echoes them):
+# under a default client's 4 MiB receive limit.
+MAX_APPEND_BYTES = 3 * 1024 * 1024
 
 
 @dataclass
 class NewMessage:
     role: str  # "" when unspecified (rejected)
     content: dict[str, Any]
+    size: int | None = None  # the content's encoded size when the caller knows it
 
 
 def etag_of(chat: ChatSession) -> str:
@@ -180,7 +184,17 @@ def delete_session(session: Session, principal: Principal, session_id: str) -> N
 def _checked(messages: list[NewMessage]) -> list[tuple[str, str]]:
     """(role, stored content) per message, every one validated."""
     stored: list[tuple[str, str]] = []
+    total = 0
     for i, message in enumerate(messages):
+        total += (
+            message.size if message.size is not None else validation.encoded_size(message.content)
+        )
+        if total > MAX_APPEND_BYTES:
+            raise invalid(
+                f"messages[{i}].content",
+                f"the messages up to this one are {total} bytes encoded, over the limit of "
+                f"{MAX_APPEND_BYTES // (1024 * 1024)} MiB for one call; append fewer per call",
+            )
         if message.role not in ROLES:
             raise invalid(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}")
         content = validation.json_object(
@@ -264,5 +278,7 @@ def list_messages(
             after = int(page.after)
         except ValueError:
             raise invalid("page_token", "not a token this service issued") from None
+        if not -1 <= after < 2**62:  # a signed token holds a seq we gave out; this is a bound
+            raise invalid("page_token", "not a token this service issued")
         stmt = stmt.where(Message.seq > after)
     return list(session.scalars(stmt.order_by(Message.seq).limit(page.size + 1)))

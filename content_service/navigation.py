@@ -20,7 +20,7 @@ from content_service import scope, validation
 from content_service.db.models import Navigation, Page
 from content_service.db.values import dumps, now
 from servicekit.auth import Principal
-from servicekit.errors import Aborted, FieldViolation, InvalidArgument, NotFound, invalid
+from servicekit.errors import Aborted, FieldViolation, InvalidArgument, NotFound, invalid, shown
 from servicekit.ids import new_id
 from servicekit.pagination import PageRequest
 
@@ -97,7 +97,7 @@ def _check_items(items: list[MenuItem]) -> dict[str, list[str]]:
                     )
                 )
             if item.page_id:
-                if len(item.page_id) > 64:
+                if not scope.valid_id(item.page_id):
                     violations.append(FieldViolation(f"{here}.page_id", "is not a valid id"))
                 else:
                     refs.setdefault(item.page_id, []).append(f"{here}.page_id")
@@ -238,7 +238,7 @@ def set_menu(
             )
         )
         missing = [
-            FieldViolation(path, f"no page {pid!r} in this environment")
+            FieldViolation(path, f"no page {shown(pid)} in this environment")
             for pid, paths in refs.items()
             if pid not in found
             for path in paths
@@ -269,7 +269,9 @@ def set_menu(
     try:
         session.flush()
     except IntegrityError as exc:  # a concurrent SetMenu created it first (PostgreSQL)
-        raise Aborted(f"menu {name!r} was created concurrently; retry", reason="CONFLICT") from exc
+        raise Aborted(
+            f"menu {shown(name)} was created concurrently; retry", reason="CONFLICT"
+        ) from exc
     return _views(session, [row])[0]
 
 

@@ -45,12 +45,26 @@ from servicekit.errors import (
     InvalidArgument,
     NotFound,
     invalid,
+    shown,
 )
 from servicekit.ids import new_id, new_ids
 from servicekit.pagination import PageRequest
 
 STATUSES = ("draft", "published", "archived")
 MAX_SECTIONS_PER_PAGE = 200
+# Sizes, encoded as the API carries them (validation.encoded_size), checked before anything is
+# written, so that every page fits a response (a default client receives at most 4 MiB) and a
+# write never answers with an error after it committed (docs/content-api.md, "Size limits").
+MAX_SECTION_BYTES = 256 * 1024  # one section's content
+MAX_METADATA_BYTES = 64 * 1024  # a page's metadata
+MAX_PAGE_BYTES = 1024 * 1024  # a whole page as GetPage returns it, every section included
+MAX_BATCH_BYTES = 3 * 1024 * 1024  # every page of one BatchCreatePages (its response)
+MAX_SCHEMA_BYTES = 64 * 1024  # a section definition's schema
+MAX_DEFAULT_CONTENT_BYTES = 64 * 1024  # and its default content
+# What a page and each section add to their contents in a response: ids, names, times, etag,
+# field tags and lengths (an upper bound).
+PAGE_OVERHEAD = 256
+SECTION_OVERHEAD = 192
 # BatchCreatePages: at most this many pages per call (docs/content-api.md).
 MAX_PAGES_PER_BATCH = 500
 
@@ -63,29 +77,52 @@ PAGE_SECTIONS: Table = PageSection.__table__  # type: ignore[assignment]
 # --- section definitions -----------------------------------------------------------------
 
 
+SCHEMA_FIELD = "section_definition.schema"
+
+
+def definition_schema(schema: dict[str, Any]) -> validation.ContentValidator:
+    """A definition's schema checked and compiled (validation.json_schema): callers do this
+    before they open the write transaction, which then only stores it."""
+    validation.struct_bytes(
+        validation.encoded_size(schema), SCHEMA_FIELD, max_bytes=MAX_SCHEMA_BYTES
+    )
+    return validation.json_schema(schema, SCHEMA_FIELD)
+
+
+def _default_content(value: dict[str, Any]) -> dict[str, Any]:
+    validation.struct_bytes(
+        validation.encoded_size(value),
+        "section_definition.default_content",
+        max_bytes=MAX_DEFAULT_CONTENT_BYTES,
+    )
+    return value
+
+
 def create_definition(
     session: Session,
     principal: Principal,
     environment_id: str,
     name: str,
-    schema: dict[str, Any],
+    schema: validation.ContentValidator,
     default_content: dict[str, Any],
 ) -> SectionDefinition:
+    """`schema` comes from definition_schema()."""
     env = scope.environment(session, principal, environment_id)
-    validator = validation.json_schema(schema, "section_definition.schema")
-    validation.content(validator, default_content, "section_definition.default_content")
+    validation.content(
+        schema, _default_content(default_content), "section_definition.default_content"
+    )
     ts = now()
     definition = SectionDefinition(
         id=new_id(),
         environment_id=env.environment_id,
         name=validation.definition_name(name, "section_definition.name"),
-        schema=dumps(schema),
+        schema=dumps(schema.schema),
         default_content=dumps(default_content),
         created_at=ts,
         updated_at=ts,
     )
     session.add(definition)
-    _flush_unique(session, f"a section definition named {name!r} already exists here")
+    _flush_unique(session, f"a section definition named {shown(name)} already exists here")
     return definition
 
 
@@ -118,22 +155,24 @@ def update_definition(
     definition_id: str,
     *,
     name: str | None,
-    schema: dict[str, Any] | None,
+    schema: validation.ContentValidator | None,
     default_content: dict[str, Any] | None,
 ) -> SectionDefinition:
+    """`schema` (None: keep the stored one) comes from definition_schema()."""
     definition = get_definition(session, principal, definition_id, "section_definition.id")
-    new_schema = schema if schema is not None else json.loads(definition.schema)
+    validator = schema or definition_schema(json.loads(definition.schema))
     new_default = (
-        default_content if default_content is not None else json.loads(definition.default_content)
+        _default_content(default_content)
+        if default_content is not None
+        else json.loads(definition.default_content)
     )
-    validator = validation.json_schema(new_schema, "section_definition.schema")
     validation.content(validator, new_default, "section_definition.default_content")
     if name is not None:
         definition.name = validation.definition_name(name, "section_definition.name")
-    definition.schema = dumps(new_schema)
+    definition.schema = dumps(validator.schema)
     definition.default_content = dumps(new_default)
     definition.updated_at = now()
-    _flush_unique(session, f"a section definition named {name!r} already exists here")
+    _flush_unique(session, f"a section definition named {shown(name)} already exists here")
     return definition
 
 
@@ -146,7 +185,7 @@ def delete_definition(session: Session, principal: Principal, definition_id: str
     )
     if in_use:
         raise FailedPrecondition(
-            f"section definition {definition_id!r} is used by {in_use} section(s); "
+            f"section definition {shown(definition_id)} is used by {in_use} section(s); "
             "remove them first",
             reason="DEFINITION_IN_USE",
         )
@@ -161,6 +200,9 @@ class SectionInput:
     definition_id: str
     content: dict[str, Any] | None  # None: use the definition's default
     field: str
+    # The content's encoded size when the caller knows it (Struct.ByteSize() of the request);
+    # None: computed (validation.encoded_size).
+    size: int | None = None
 
 
 def _flush_unique(session: Session, message: str) -> None:
@@ -180,7 +222,7 @@ def _definitions(
     session: Session, env: EnvScope, sections: Iterable[SectionInput]
 ) -> dict[str, SectionDefinition]:
     """The environment's definitions these sections name, by id (one query)."""
-    ids = {s.definition_id for s in sections if s.definition_id}
+    ids = {s.definition_id for s in sections if s.definition_id and scope.valid_id(s.definition_id)}
     if not ids:
         return {}
     return {
@@ -202,32 +244,86 @@ class _SectionRules:
     def __init__(self, definitions: dict[str, SectionDefinition]) -> None:
         self.definitions = definitions
 
-    def check(self, sections: list[SectionInput]) -> list[tuple[SectionDefinition, dict[str, Any]]]:
+    def check(
+        self, sections: list[SectionInput]
+    ) -> tuple[list[tuple[SectionDefinition, dict[str, Any]]], int]:
+        """The sections with their content (or default), and the bytes they add to a page."""
         if len(sections) > MAX_SECTIONS_PER_PAGE:
             raise invalid("page.sections", f"at most {MAX_SECTIONS_PER_PAGE} sections per page")
         out = []
+        size = 0
         for section in sections:
+            if section.content is not None:  # before the schema is asked about it
+                size += validation.struct_bytes(
+                    section.size
+                    if section.size is not None
+                    else validation.encoded_size(section.content),
+                    f"{section.field}.content",
+                    max_bytes=MAX_SECTION_BYTES,
+                )
             definition = self.definitions.get(section.definition_id)
             if definition is None:
                 raise invalid(
                     f"{section.field}.definition_id",
-                    f"no section definition {section.definition_id!r} in this environment",
+                    f"no section definition {shown(section.definition_id)} in this environment",
                 )
-            content = (
-                section.content
-                if section.content is not None
-                else json.loads(definition.default_content)
-            )
+            if section.content is None:
+                content = json.loads(definition.default_content)
+                size += validation.stored_size(definition.default_content)
+            else:
+                content = section.content
             validator = validation.validator_for(definition.schema)
             validation.content(validator, content, f"{section.field}.content")
             out.append((definition, content))
-        return out
+        return out, size + SECTION_OVERHEAD * len(sections)
 
 
 def _validated_sections(
     session: Session, env: EnvScope, sections: list[SectionInput]
-) -> list[tuple[SectionDefinition, dict[str, Any]]]:
+) -> tuple[list[tuple[SectionDefinition, dict[str, Any]]], int]:
     return _SectionRules(_definitions(session, env, sections)).check(sections)
+
+
+def _metadata_bytes(metadata: dict[str, Any], size: int | None, field: str) -> int:
+    return validation.struct_bytes(
+        size if size is not None else validation.encoded_size(metadata),
+        field,
+        max_bytes=MAX_METADATA_BYTES,
+    )
+
+
+def _page_bytes(title: str, slug: str, metadata: int, sections: int, field: str) -> int:
+    """A page's encoded size from its parts, refused over MAX_PAGE_BYTES."""
+    total = PAGE_OVERHEAD + len(title.encode()) + len(slug.encode()) + metadata + sections
+    if total > MAX_PAGE_BYTES:
+        raise invalid(
+            field,
+            f"the page would be {total} bytes encoded, over the limit of "
+            f"{MAX_PAGE_BYTES // (1024 * 1024)} MiB for a page with all its sections",
+        )
+    return total
+
+
+def _stored_page_bytes(session: Session, page: Page, *, without: str | None = None) -> int:
+    """The encoded size of a stored page's title, slug, metadata and sections (but the section
+    `without`), an upper bound within a few bytes."""
+    rows = session.execute(
+        select(SectionEntry.id, SectionEntry.content)
+        .join(PageSection, PageSection.section_entry_id == SectionEntry.id)
+        .where(PageSection.page_id == page.id)
+    ).all()
+    sections = sum(
+        validation.stored_size(content) + SECTION_OVERHEAD
+        for entry_id, content in rows
+        if entry_id != without
+    )
+    return (
+        PAGE_OVERHEAD
+        + len(page.title.encode())
+        + len(page.slug.encode())
+        + validation.stored_size(page.metadata_json)
+        + sections
+    )
 
 
 @dataclass
@@ -240,6 +336,8 @@ class NewPage:
     metadata: dict[str, Any]
     sections: list[SectionInput]
     request_id: str
+    # The metadata's encoded size when the caller knows it; None: computed.
+    metadata_size: int | None = None
 
 
 @dataclass(slots=True)
@@ -325,22 +423,34 @@ def create_pages(
 
     rules = _SectionRules(_definitions(session, env, (s for _, it in fresh for s in it.sections)))
     by_slug: dict[str, int] = {}
+    batch_bytes = 0
     checked: list[tuple[int, NewPage, list[tuple[SectionDefinition, dict[str, Any]]]]] = []
     for i, item in fresh:
         try:
             validation.slug(item.slug, "page.slug")
             validation.text(item.title, "page.title", max_len=500)
-            sections = rules.check(item.sections)
+            metadata = _metadata_bytes(item.metadata, item.metadata_size, "page.metadata")
+            sections, sections_size = rules.check(item.sections)
+            batch_bytes += _page_bytes(
+                item.title, item.slug, metadata, sections_size, "page.sections"
+            )
             _status(item.status, "page.status")
         except InvalidArgument as exc:
             raise exc.within(where(i)) from None
+        if batch_bytes > MAX_BATCH_BYTES:
+            raise invalid(
+                f"{where(i)}page",
+                f"the pages up to this one are {batch_bytes} bytes encoded, over the limit of "
+                f"{MAX_BATCH_BYTES // (1024 * 1024)} MiB for one call (its response); send "
+                "fewer pages per call",
+            )
         if item.slug in by_slug:
             raise invalid(f"{where(i)}page.slug", f"repeats {where(by_slug[item.slug])}page.slug")
         by_slug[item.slug] = i
         checked.append((i, item, sections))
 
     def taken(slug: str) -> AlreadyExists:
-        message = f"a page with slug {slug!r} already exists in this environment"
+        message = f"a page with slug {shown(slug)} already exists in this environment"
         return AlreadyExists(_located(where(by_slug[slug]), "page.slug", message))
 
     if by_slug:
@@ -567,16 +677,27 @@ def update_page(
             "the page changed since you read it (etag mismatch); read it again",
             reason="ETAG_MISMATCH",
         )
-    if "title" in changes:
-        page.title = validation.text(changes["title"], "page.title", max_len=500)
-    if "slug" in changes:
-        page.slug = validation.slug(changes["slug"], "page.slug")
-    if "status" in changes:
-        page.status = _status(changes["status"], "page.status")
+    title = validation.text(changes.get("title", page.title), "page.title", max_len=500)
+    slug = validation.slug(changes.get("slug", page.slug), "page.slug")
+    status = _status(changes.get("status", page.status), "page.status")
+    metadata = page.metadata_json
     if "metadata" in changes:
-        page.metadata_json = dumps(changes["metadata"])
+        _metadata_bytes(changes["metadata"], changes.get("metadata_size"), "page.metadata")
+        metadata = dumps(changes["metadata"])
+    # The page with its new parts must still fit a response (before anything is written).
+    before = _stored_page_bytes(session, page)
+    after = before + sum(
+        len(new.encode()) - len(old.encode())
+        for new, old in ((title, page.title), (slug, page.slug))
+    )
+    after += validation.stored_size(metadata) - validation.stored_size(page.metadata_json)
+    if after > MAX_PAGE_BYTES and after > before:
+        raise invalid("page", f"the page would pass {MAX_PAGE_BYTES // (1024 * 1024)} MiB encoded")
+    page.title, page.slug, page.status, page.metadata_json = title, slug, status, metadata
     _touch(page)
-    _flush_unique(session, f"a page with slug {page.slug!r} already exists in this environment")
+    _flush_unique(
+        session, f"a page with slug {shown(page.slug)} already exists in this environment"
+    )
     indexing.page_changed(session, page)
     return page
 
@@ -640,7 +761,9 @@ def add_section(
         raise FailedPrecondition(f"a page holds at most {MAX_SECTIONS_PER_PAGE} sections")
     if position is not None and position < 0:
         raise invalid("position", "must not be negative")
-    checked = _validated_sections(session, env, [section])
+    checked, added = _validated_sections(session, env, [section])
+    if _stored_page_bytes(session, page) + added > MAX_PAGE_BYTES:
+        raise _page_full(added)
     entry_id = _insert_sections(session, env, [(page.id, checked, len(links))])[0][0]
     if position is not None and position < len(links):
         new_link = session.scalars(
@@ -671,9 +794,20 @@ def update_section(
     page_id: str,
     section_id: str,
     content: dict[str, Any],
+    size: int | None = None,
 ) -> ViewRows:
+    """`size`: the content's encoded size when the caller knows it."""
+    size = validation.struct_bytes(
+        size if size is not None else validation.encoded_size(content),
+        "content",
+        max_bytes=MAX_SECTION_BYTES,
+    )
     page, _ = _page_in_scope(session, principal, page_id, "page_id", lock=True)
     _section_link(session, page, section_id)
+    if _stored_page_bytes(session, page, without=section_id) + size + SECTION_OVERHEAD > (
+        MAX_PAGE_BYTES
+    ):
+        raise _page_full(size)
     entry = session.get(SectionEntry, section_id)
     assert entry is not None
     definition = session.get(SectionDefinition, entry.definition_id)
@@ -714,3 +848,12 @@ def remove_section(
     _touch(page)
     indexing.section_removed(session, page, entry_id)
     return load_view(session, page.id)
+
+
+def _page_full(adding: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the page would pass {MAX_PAGE_BYTES // (1024 * 1024)} MiB encoded with this "
+        f"section ({adding} bytes); a page with all its sections must fit one response. "
+        "Make sections smaller or split the page",
+        reason="PAGE_TOO_LARGE",
+    )

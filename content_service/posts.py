@@ -18,7 +18,7 @@ from content_service import indexing, scope, validation
 from content_service.db.models import Post, PostTag
 from content_service.db.values import dumps, now
 from servicekit.auth import Principal
-from servicekit.errors import AlreadyExists, NotFound, invalid
+from servicekit.errors import AlreadyExists, NotFound, invalid, shown
 from servicekit.ids import new_id
 from servicekit.pagination import PageRequest
 
@@ -110,7 +110,7 @@ def _flush_unique(session: Session, slug: str) -> None:
         session.flush()
     except IntegrityError as exc:
         raise AlreadyExists(
-            f"a post with slug {slug!r} already exists in this environment"
+            f"a post with slug {shown(slug)} already exists in this environment"
         ) from exc
 
 

@@ -24,9 +24,15 @@ class EnvScope:
 def require_id(value: str, field: str) -> str:
     if not value:
         raise invalid(field, "is required")
-    if len(value) > 64:
+    if not valid_id(value):
         raise invalid(field, "is not a valid id")
     return value
+
+
+def valid_id(value: str) -> bool:
+    """Could be one of our ids: at most 64 printable ASCII characters (ours are ULIDs), so
+    nothing else (NUL, which PostgreSQL cannot even compare) reaches a query."""
+    return len(value) <= 64 and value.isascii() and value.isprintable()
 
 
 def environment(

@@ -28,6 +28,8 @@ from servicekit.pagination import PageRequest
 
 MAX_QUERY_CHARS = 500
 MAX_WORDS = 32
+# A cursor is an offset into the results; page tokens are signed, so this only bounds ours.
+MAX_OFFSET = 10**9
 KINDS = (SEARCH_PAGE, SEARCH_POST)
 TITLE_WEIGHT = 5.0
 SNIPPET_TOKENS = 24
@@ -99,7 +101,7 @@ def offset_of(page: PageRequest) -> int:
         offset = int(page.after)
     except ValueError:
         raise invalid("page_token", "not a token this service issued") from None
-    if offset < 0:
+    if not 0 <= offset <= MAX_OFFSET:
         raise invalid("page_token", "not a token this service issued")
     return offset
 

@@ -133,7 +133,8 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
         services=services,
         interceptors=[
             EdgeInterceptor(
-                ContentAuthenticator(db, secrets.admin_key, secrets.service_token, keys)
+                ContentAuthenticator(db, secrets.admin_key, secrets.service_token, keys),
+                page_token_secret=secrets.service_token,
             )
         ],
         host=settings.host,

@@ -17,7 +17,7 @@ from content_service import scope, validation
 from content_service.db.models import Site, SiteSettings
 from content_service.db.values import loads_object, now
 from servicekit.auth import Principal
-from servicekit.errors import Aborted, invalid
+from servicekit.errors import Aborted, invalid, shown
 
 DEFAULT_LOCALE = "en"
 DEFAULT_THEME = "default"
@@ -53,7 +53,8 @@ def locale(value: str, field: str) -> str:
     match = _LOCALE.match(value) if len(value) <= MAX_LOCALE else None
     if match is None:
         raise invalid(
-            field, f"must be a BCP 47 language tag such as en, en-US or zh-Hant-TW; got {value!r}"
+            field,
+            f"must be a BCP 47 language tag such as en, en-US or zh-Hant-TW; got {shown(value)}",
         )
     out = match["language"].lower()
     if match["script"]:

@@ -10,7 +10,7 @@ from content_service import indexing, scope, validation
 from content_service.db.models import ApiKey, Environment, Site, Team
 from content_service.db.values import now
 from servicekit.auth import Principal, hash_secret, new_secret, require_admin
-from servicekit.errors import AlreadyExists, NotFound, PermissionDenied
+from servicekit.errors import AlreadyExists, NotFound, PermissionDenied, shown
 from servicekit.ids import new_id
 from servicekit.pagination import PageRequest
 
@@ -126,7 +126,7 @@ def create_environment(
     session: Session, principal: Principal, site_id: str, name: str
 ) -> Environment:
     site = scope.site(session, principal, site_id)
-    message = f"site {site.id!r} already has an environment named {name!r}"
+    message = f"site {site.id!r} already has an environment named {shown(name)}"
     env = Environment(
         id=new_id(),
         site_id=site.id,

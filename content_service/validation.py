@@ -11,9 +11,11 @@ import jsonschema
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing.exceptions import Unresolvable
 
+from content_service import schemas
 from content_service.db.values import dumps
-from servicekit.errors import FieldViolation, InvalidArgument, invalid
+from servicekit.errors import FailedPrecondition, FieldViolation, InvalidArgument, invalid, shown
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 ENV_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -27,20 +29,20 @@ def slug(value: str, field: str, max_len: int = 200) -> str:
         raise invalid(
             field,
             f"must be lowercase letters, digits and single hyphens ([a-z0-9-], at most "
-            f"{max_len} characters, no leading/trailing hyphen); got {value!r}",
+            f"{max_len} characters, no leading/trailing hyphen); got {shown(value)}",
         )
     return value
 
 
 def environment_name(value: str, field: str) -> str:
     if not ENV_NAME_RE.match(value or ""):
-        raise invalid(field, f"must match [a-z0-9-], 1-63 characters; got {value!r}")
+        raise invalid(field, f"must match [a-z0-9-], 1-63 characters; got {shown(value)}")
     return value
 
 
 def definition_name(value: str, field: str) -> str:
     if not DEFINITION_NAME_RE.match(value or ""):
-        raise invalid(field, f"must match [a-z0-9_-], 1-63 characters; got {value!r}")
+        raise invalid(field, f"must match [a-z0-9_-], 1-63 characters; got {shown(value)}")
     return value
 
 
@@ -57,11 +59,17 @@ def text(value: str, field: str, *, max_len: int, required: bool = True) -> str:
 
 
 def json_schema(schema: dict[str, Any], field: str) -> ContentValidator:
+    """A definition's schema, checked: valid for the 2020-12 meta-schema, self-contained and
+    never recursing in place (content_service.schemas), so that content checks against it
+    neither fetch anything nor fail. Pure computation: run it before a write transaction."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
         raise invalid(f"{field}{'/' + where if where else ''}", exc.message) from exc
+    except RecursionError:
+        raise invalid(field, "is nested too deeply") from None
+    schemas.check(schema, field)
     return ContentValidator(schema)
 
 
@@ -70,9 +78,17 @@ def content(validator: ContentValidator, value: dict[str, Any], field: str) -> N
     whose field is the path inside the content (e.g. `page.sections[0].content.title`)."""
     if validator.surely_valid(value):
         return
-    errors: list[jsonschema.ValidationError] = sorted(
-        validator.python.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
-    )
+    try:
+        errors: list[jsonschema.ValidationError] = sorted(
+            validator.python.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
+        )
+    except (Unresolvable, RecursionError) as exc:
+        # Only a schema stored before the checks of json_schema() existed gets here.
+        raise FailedPrecondition(
+            "the section definition's schema cannot be applied (it refers outside itself, or "
+            f"recurses without end: {type(exc).__name__}); update the definition's schema",
+            reason="SCHEMA_UNUSABLE",
+        ) from None
     if errors:
         raise InvalidArgument(
             [
@@ -91,14 +107,17 @@ class ContentValidator:
     against ~0.2 us). Invalid content always gets python-jsonschema's verdict and errors."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
         self.python = Draft202012Validator(
-            schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+            schema,
+            format_checker=Draft202012Validator.FORMAT_CHECKER,
+            registry=schemas.NO_RETRIEVAL,  # never fetches a remote $ref
         )
         self.fast: jsonschema_rs.Validator | None = None
         if _same_in_both(schema):
             try:
                 self.fast = jsonschema_rs.Draft202012Validator(
-                    schema, validate_formats=False, offline=True
+                    schema, validate_formats=False, retriever=schemas.refuse_retrieval
                 )
             except (ValueError, jsonschema_rs.ValidationError):
                 self.fast = None
@@ -188,3 +207,71 @@ def seconds(value: int, field: str) -> int:
     if not MIN_SECONDS <= value <= MAX_SECONDS:
         raise invalid(field, "is out of range")
     return value
+
+
+# --- sizes -----------------------------------------------------------------------------
+# Every stored resource and every response must fit a default client's 4 MiB receive limit,
+# so content is measured as it travels: its encoded size as a google.protobuf.Struct, which
+# for some JSON is several times its JSON text (a list of small numbers: 11 bytes an item
+# against 2).
+
+# The most an encoded Struct can exceed its JSON text (compact, UTF-8), by that list.
+STRUCT_PER_JSON_BYTE = 6
+
+
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _delimited(length: int) -> int:
+    """A length-delimited field of `length` bytes: tag, length, payload."""
+    return 1 + _varint_len(length) + length
+
+
+def encoded_size(value: dict[str, Any]) -> int:
+    """The exact encoded size of `value` as a google.protobuf.Struct (what Struct.ByteSize()
+    gives), computed without building one."""
+    total = 0
+    for key, item in value.items():
+        entry = _delimited(len(key.encode())) + _delimited(_value_size(item))
+        total += _delimited(entry)
+    return total
+
+
+def _value_size(item: Any) -> int:
+    if item is None or isinstance(item, bool):
+        return 2
+    if isinstance(item, int | float):
+        return 9
+    if isinstance(item, str):
+        return _delimited(len(item.encode()))
+    if isinstance(item, dict):
+        return _delimited(encoded_size(item))
+    if isinstance(item, list):
+        return _delimited(sum(_delimited(_value_size(v)) for v in item))
+    raise TypeError(f"not a JSON value: {type(item).__name__}")
+
+
+def stored_size(text: str) -> int:
+    """The encoded size of stored JSON object text, exact only when it matters: a text whose
+    bound (STRUCT_PER_JSON_BYTE times its length) is small is counted at the bound."""
+    bound = STRUCT_PER_JSON_BYTE * len(text.encode())
+    if bound <= 1024:
+        return bound
+    loaded = json.loads(text)
+    return encoded_size(loaded) if isinstance(loaded, dict) else bound
+
+
+def struct_bytes(size: int, field: str, *, max_bytes: int) -> int:
+    """`size` (an encoded Struct's), or INVALID_ARGUMENT when it passes max_bytes."""
+    if size > max_bytes:
+        raise invalid(
+            field,
+            f"must be at most {_kib(max_bytes)} encoded (as a google.protobuf.Struct); "
+            f"this is {size} bytes",
+        )
+    return size
+
+
+def _kib(size: int) -> str:
+    return f"{size // (1024 * 1024)} MiB" if size % (1024 * 1024) == 0 else f"{size // 1024} KiB"

@@ -104,24 +104,61 @@ def link_or_copy(source: Path, target: Path) -> bool:
     return True
 
 
-def prepare_directory(raw: str, forbidden: list[tuple[Path, str]]) -> Path:
-    """Validates the backup folder an RPC names, and creates it: an absolute path, not inside
-    any of the `forbidden` (folder, what) pairs, not existing yet, with an existing parent."""
+# A backup folder's path: at most this long, each component at most NAME_MAX bytes.
+MAX_PATH_CHARS = 1024
+MAX_COMPONENT_BYTES = 255
+
+
+def check_path(raw: str, allowed: list[Path], forbidden: list[tuple[Path, str]]) -> Path:
+    """The backup folder an RPC names, as an absolute normalized path (its parent's symlinks
+    resolved when it exists), or INVALID_ARGUMENT on field `directory`: empty, too long, a
+    component over 255 bytes, a control character, relative, outside every `allowed` root
+    (LOOM_BACKUP_ROOTS), or inside one of the `forbidden` (folder, what) pairs."""
     if not raw:
         raise invalid("directory", "is required")
+    if len(raw) > MAX_PATH_CHARS:
+        raise invalid("directory", f"must be at most {MAX_PATH_CHARS} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+        raise invalid("directory", "must not contain control characters")
     path = Path(raw)
     if not path.is_absolute():
         raise invalid("directory", "must be an absolute path (as the service sees it)")
+    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in path.parts):
+        raise invalid("directory", f"has a component over {MAX_COMPONENT_BYTES} bytes")
     path = Path(os.path.normpath(path))
-    if path.parent.is_dir():
-        path = path.parent.resolve() / path.name  # a symlinked parent cannot hide where it is
+    try:
+        if path.parent.is_dir():
+            path = path.parent.resolve() / path.name  # a symlinked parent cannot hide it
+    except OSError as exc:
+        raise invalid("directory", f"cannot be looked at: {exc.strerror}") from None
+    roots = [root.resolve() for root in allowed]
+    if not any(root in path.parents for root in roots):
+        raise invalid(
+            "directory",
+            "must be inside one of the folders backups may be written to (LOOM_BACKUP_ROOTS: "
+            + ", ".join(str(r) for r in roots)
+            + ")",
+        )
     for root, what in forbidden:
         resolved = root.resolve()
         if path == resolved or resolved in path.parents:
             raise invalid("directory", f"must not be inside the {what} ({resolved})")
-    if path.exists():
+    return path
+
+
+def prepare_directory(raw: str, allowed: list[Path], forbidden: list[tuple[Path, str]]) -> Path:
+    """Validates the backup folder an RPC names (check_path), and creates it: not existing
+    yet, with an existing parent."""
+    path = check_path(raw, allowed, forbidden)
+    try:
+        exists, parent_is_dir = path.exists(), path.parent.is_dir()
+    except OSError as exc:
+        raise FailedPrecondition(
+            f"cannot look at {path}: {exc.strerror}", reason="BACKUP_PATH_NOT_VISIBLE"
+        ) from None
+    if exists:
         raise AlreadyExists(f"backup folder {path} already exists")
-    if not path.parent.is_dir():
+    if not parent_is_dir:
         raise FailedPrecondition(
             f"the parent folder of {path} does not exist on this service's file system; the "
             "backup folder must be a path the service can see (docker-compose: a folder on the "

@@ -13,6 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from servicekit import decoding, error_size, pagination
 from servicekit.auth import Authenticator, bearer_token, reset_principal, set_principal
 from servicekit.errors import InvalidArgument, ServiceError
 from servicekit.logs import request_id_var
@@ -25,7 +26,8 @@ PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 def status_for(error: ServiceError) -> status_pb2.Status:
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    """The status of a domain error, cut to fit a client's metadata limit (error_size)."""
+    status = status_pb2.Status(code=error.code.value[0], message=error_size.message(error.message))
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
     status.details.append(info)
@@ -35,7 +37,7 @@ def status_for(error: ServiceError) -> status_pb2.Status:
                 error_details_pb2.BadRequest.FieldViolation(
                     field=v.field, description=v.description
                 )
-                for v in error.violations
+                for v in error_size.violations(error.violations)
             ]
         )
         detail = any_pb2.Any()
@@ -59,8 +61,16 @@ else:
 
 
 class EdgeInterceptor(_Interceptor):
-    def __init__(self, authenticate: Authenticator) -> None:
+    def __init__(self, authenticate: Authenticator, *, page_token_secret: str = "") -> None:
+        """`page_token_secret`: what every replica of this deployment shares (our servers pass
+        the service token); page tokens are signed with a key derived from it. Empty: a key of
+        this process alone."""
         self._authenticate = authenticate
+        self._page_key = (
+            pagination.key_from_secret(page_token_secret)
+            if page_token_secret
+            else pagination.signing_key.get()
+        )
 
     def intercept_service(
         self,
@@ -83,8 +93,9 @@ class EdgeInterceptor(_Interceptor):
 
         def fail(context: grpc.ServicerContext, exc: BaseException) -> None:
             if isinstance(exc, ServiceError):
-                log.info("%s -> %s: %s", method, exc.code.name, exc.message)
-                context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                status = status_for(exc)
+                log.info("%s -> %s: %s", method, exc.code.name, status.message)
+                context.abort_with_status(rpc_status.to_status(status))
             code = context.code()  # type: ignore[attr-defined]
             if code not in (None, grpc.StatusCode.OK):
                 raise exc  # already aborted deliberately (by grpc itself)
@@ -96,62 +107,70 @@ class EdgeInterceptor(_Interceptor):
             log.exception("%s failed unexpectedly", method)
             context.abort_with_status(rpc_status.to_status(_internal_status(request_id_var.get())))
 
-        def unary(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Any:
+        def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], accept: Any) -> Any:
             def call(request: Any, context: grpc.ServicerContext) -> Any:
                 rid_token = request_id_var.set(request_id())
+                key_token = pagination.signing_key.set(edge._page_key)
                 principal_token = None
                 try:
                     principal_token = authenticate()
-                    return behavior(request, context)
+                    return behavior(accept(request), context)
                 except Exception as exc:
                     fail(context, exc)
                     raise
                 finally:
                     if principal_token is not None:
                         reset_principal(principal_token)
+                    pagination.signing_key.reset(key_token)
                     request_id_var.reset(rid_token)
 
             return call
 
-        def streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Any:
+        def streaming(
+            behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], accept: Any
+        ) -> Any:
             def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 rid_token = request_id_var.set(request_id())
+                key_token = pagination.signing_key.set(edge._page_key)
                 principal_token = None
                 try:
                     principal_token = authenticate()
-                    yield from behavior(request, context)
+                    yield from behavior(accept(request), context)
                 except Exception as exc:
                     fail(context, exc)
                     raise
                 finally:
                     if principal_token is not None:
                         reset_principal(principal_token)
+                    pagination.signing_key.reset(key_token)
                     request_id_var.reset(rid_token)
 
             return call
 
+        # A request that does not parse is INVALID_ARGUMENT (servicekit.decoding), not grpc's
+        # INTERNAL "Exception deserializing request!".
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                unary(handler.unary_unary, decoding.checked),
+                request_deserializer=decoding.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                streaming(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                streaming(handler.unary_stream, decoding.checked),
+                request_deserializer=decoding.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                unary(handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                unary(handler.stream_unary, decoding.checked_stream),
+                request_deserializer=decoding.tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
-            streaming(handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
+            streaming(handler.stream_stream, decoding.checked_stream),
+            request_deserializer=decoding.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 

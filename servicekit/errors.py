@@ -7,6 +7,19 @@ from dataclasses import dataclass
 
 import grpc
 
+# How much of a value an error message quotes (errors.shown).
+QUOTE_CHARS = 100
+
+
+def shown(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A value as an error message quotes it: repr of at most its first `limit` characters,
+    and its length when it is longer ('aaaa…' (4194304 characters)). Never the whole of
+    something a client sent: an error must fit in a response's trailers."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -60,7 +73,7 @@ class NotFound(ServiceError):
     reason = "NOT_FOUND"
 
     def __init__(self, resource: str, key: str) -> None:
-        super().__init__(f"{resource} {key!r} not found")
+        super().__init__(f"{resource} {shown(key)} not found")
         self.resource = resource
 
 

@@ -8,6 +8,7 @@ sent or compared."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -43,3 +44,11 @@ class ServiceSettings(LoomSettings):
     LOG_LEVEL; the backup command sets its own level from -v."""
 
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    # Where backup RPCs may create folders (os.pathsep-separated); empty: the folder that
+    # holds DATA_DIR (so `make backup` writes ./backups beside ./data).
+    backup_roots: str = Field(default="", validation_alias="LOOM_BACKUP_ROOTS")
+
+    def backup_root_paths(self) -> list[Path]:
+        if self.backup_roots.strip():
+            return [Path(p) for p in self.backup_roots.split(os.pathsep) if p.strip()]
+        return [self.data_dir.resolve().parent]

@@ -13,7 +13,7 @@ from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
 from servicekit.auth import current_principal, require_service
 from servicekit.errors import FieldViolation, InvalidArgument, invalid
-from servicekit.pagination import MAX_PAGE_SIZE, page_of, page_request
+from servicekit.pagination import MAX_PAGE_BYTES, MAX_PAGE_SIZE, page_of, page_request
 from vector_service import store
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
@@ -21,9 +21,16 @@ from vector_service.search import Hit, Mode, Query, Searcher
 from vector_service.store import rows
 from vector_service.tier import SearchTier, TierStats
 
-MAX_TEXT_CHARS = 100_000
+# Work per call, bounded so that a call at every limit at once finishes well within its
+# deadline on a small machine (docs/vector.md, "Limits per call"; measured with the local
+# MiniLM on 2 shared cores). A model's cost is per token, up to what it reads of a text (the
+# local model: 256 tokens, about 1,200 characters), so the characters of a whole call bound it.
+MAX_TEXT_CHARS = 100_000  # one document's text (content_service sends at most this)
+MAX_UPSERT_CHARS = 64_000  # the texts of one UpsertDocuments
 MAX_QUERY_CHARS = 10_000
-MAX_EMBED_TEXTS = 256
+MAX_EMBED_TEXTS = 64
+MAX_EMBED_TEXT_CHARS = 8_000
+MAX_EMBED_CHARS = 16_000  # the texts of one EmbedTexts
 MAX_DOCUMENTS = 1000
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -80,6 +87,18 @@ def check_text(value: str, field: str, limit: int, violations: list[FieldViolati
         violations.append(FieldViolation(field, "must not be empty"))
     elif len(value) > limit:
         violations.append(FieldViolation(field, f"must be at most {limit} characters"))
+
+
+def check_total(texts: list[str], field: str, limit: int, violations: list[FieldViolation]) -> None:
+    total = sum(len(t) for t in texts)
+    if total > limit:
+        violations.append(
+            FieldViolation(
+                field,
+                f"the texts of one call must be at most {limit} characters in all (these are "
+                f"{total}); send fewer per call",
+            )
+        )
 
 
 def raise_if(violations: list[FieldViolation]) -> None:
@@ -243,7 +262,8 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
             raise invalid("texts", f"must hold 1-{MAX_EMBED_TEXTS} texts")
         violations: list[FieldViolation] = []
         for i, text in enumerate(texts):
-            check_text(text, f"texts[{i}]", MAX_TEXT_CHARS, violations)
+            check_text(text, f"texts[{i}]", MAX_EMBED_TEXT_CHARS, violations)
+        check_total(texts, "texts", MAX_EMBED_CHARS, violations)
         raise_if(violations)
         vectors = embed(self.embedder, texts)
         return vector_pb2.EmbedTextsResponse(
@@ -273,6 +293,8 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
             scope = scope_of(doc.scope, f"{field}.scope", violations, full=True)
             check_id(doc.source_id, f"{field}.source_id", violations, required=False)
             check_text(doc.text, f"{field}.text", MAX_TEXT_CHARS, violations)
+            if len(violations) >= 20:
+                break  # enough to act on; the rest would only cost time
             docs.append(
                 store.Document(
                     id=doc.id,
@@ -283,6 +305,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
                     text=doc.text,
                 )
             )
+        check_total([d.text for d in request.documents], "documents", MAX_UPSERT_CHARS, violations)
         raise_if(violations)
         outcome = self.store.upsert(collection, docs, self.embedder)
         return vector_pb2.UpsertDocumentsResponse(
@@ -328,21 +351,14 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         scope = scope_of(request.scope, "scope", violations, full=False)
         check_id(request.source_id, "source_id", violations, required=False)
         raise_if(violations)
-        page = page_request(
-            request.page_size or MAX_PAGE_SIZE,
-            request.page_token,
-            collection,
-            scope,
-            request.source_id,
-        )
+        page = page_request(request, default_size=MAX_PAGE_SIZE)
         listed = self.store.list_documents(
             collection, scope, request.source_id, page.after, page.size + 1
         )
-        shown, token = page_of(listed, page, lambda row: str(row[rows.ID_COLUMN]))
-        return vector_pb2.ListDocumentsResponse(
-            documents=[document_proto(row) for row in shown],
-            next_page_token=token,
+        documents, token = page_of(
+            listed, page, lambda row: str(row[rows.ID_COLUMN]), document_proto
         )
+        return vector_pb2.ListDocumentsResponse(documents=documents, next_page_token=token)
 
     def Search(
         self, request: vector_pb2.SearchRequest, context: grpc.ServicerContext
@@ -403,9 +419,17 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
                 limit=request.limit or DEFAULT_LIMIT,
             )
         )
+        # Filled in place (a third of building each result alone), and only the best results
+        # that fit a response (each carries its text, up to MAX_TEXT_CHARS): a default client
+        # receives at most 4 MiB.
         response = vector_pb2.SearchResponse(mode=MODE_PROTOS[mode])
+        used = 0
         for hit in hits:
             add_hit(response, hit)
+            used += response.results[-1].ByteSize() + 8
+            if used > MAX_PAGE_BYTES and len(response.results) > 1:
+                del response.results[-1]
+                break
         return response
 
     def GetCollectionStats(

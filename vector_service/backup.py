@@ -351,8 +351,9 @@ def event_proto(event: Event) -> backup_pb2.CreateVectorBackupResponse:
 
 
 class VectorBackupServicer(backup_pb2_grpc.VectorBackupServiceServicer):
-    def __init__(self, store: VectorStore) -> None:
+    def __init__(self, store: VectorStore, backup_roots: list[Path]) -> None:
         self._store = store
+        self._backup_roots = backup_roots
         self._running = threading.Lock()
         with contextlib.suppress(FailedPrecondition):
             removed = sweep_pins(local_root(store.uri))
@@ -369,7 +370,9 @@ class VectorBackupServicer(backup_pb2_grpc.VectorBackupServiceServicer):
             )
         try:
             root = local_root(self._store.uri)
-            directory = prepare_backup_directory(request.directory, [(root, "LanceDB folder")])
+            directory = prepare_backup_directory(
+                request.directory, self._backup_roots, [(root, "LanceDB folder")]
+            )
             log.info("vector backup into %s started", directory)
             cancelled = threading.Event()
             context.add_callback(cancelled.set)
@@ -387,7 +390,11 @@ class VectorBackupServicer(backup_pb2_grpc.VectorBackupServiceServicer):
             self._running.release()
 
 
-def backup_service(store: VectorStore) -> Service:
+def backup_service(store: VectorStore, backup_roots: list[Path]) -> Service:
+    """`backup_roots`: where backup folders may be created (LOOM_BACKUP_ROOTS)."""
     return Service.of(
-        backup_pb2, backup_pb2_grpc, "VectorBackupService", VectorBackupServicer(store)
+        backup_pb2,
+        backup_pb2_grpc,
+        "VectorBackupService",
+        VectorBackupServicer(store, backup_roots),
     )

@@ -70,9 +70,11 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
     running = build_server(
         services=[
             Service.of(vector_pb2, vector_pb2_grpc, "VectorService", servicer),
-            backup_service(store),
+            backup_service(store, settings.backup_root_paths()),
         ],
-        interceptors=[EdgeInterceptor(VectorAuthenticator(token, tenants))],
+        interceptors=[
+            EdgeInterceptor(VectorAuthenticator(token, tenants), page_token_secret=token)
+        ],
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

@@ -97,6 +97,7 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
     def __init__(self, db: Database, settings: ContentSettings) -> None:
         self._db = db
         self._media_root = settings.media_dir.resolve()
+        self._backup_roots = settings.backup_root_paths()
         self._busy_timeout_ms = settings.sqlite_busy_timeout_ms
         self._running = threading.Lock()
         removed = sweep_stale_pins(self._media_root)
@@ -112,7 +113,9 @@ class BackupServicer(backup_pb2_grpc.BackupServiceServicer):
                 "a backup of this content_service is already running", reason="BACKUP_RUNNING"
             )
         try:
-            directory = prepare_directory(request.directory, [(self._media_root, "media folder")])
+            directory = prepare_directory(
+                request.directory, self._backup_roots, [(self._media_root, "media folder")]
+            )
             log.info("backup into %s started", directory)
             cancelled = threading.Event()
             context.add_callback(cancelled.set)

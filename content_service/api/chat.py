@@ -56,6 +56,7 @@ def _new_messages(messages: Iterable[chat_pb2.Message]) -> list[chat.NewMessage]
         chat.NewMessage(
             role=ROLE_TO_DB.get(m.role, ""),
             content=struct_field_to_json(m, "content", f"messages[{i}].content"),
+            size=m.content.ByteSize(),
         )
         for i, m in enumerate(messages)
     ]
@@ -116,18 +117,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     def ListSessions(
         self, request: chat_pb2.ListSessionsRequest, context: grpc.ServicerContext
     ) -> chat_pb2.ListSessionsResponse:
-        page = page_request(request.page_size, request.page_token, request.site_id)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
-                chat.list_sessions(s, current_principal(), request.site_id, page),
-                page,
-                lambda r: r.id,
-            )
+            rows = chat.list_sessions(s, current_principal(), request.site_id, page)
             counts = chat.message_counts(s, [r.id for r in rows])
-            return chat_pb2.ListSessionsResponse(
-                sessions=[session_proto(r, counts.get(r.id, 0)) for r in rows],
-                next_page_token=token,
+            items, token = page_of(
+                rows, page, lambda r: r.id, lambda r: session_proto(r, counts.get(r.id, 0))
             )
+            return chat_pb2.ListSessionsResponse(sessions=items, next_page_token=token)
 
     def DeleteSession(
         self, request: chat_pb2.DeleteSessionRequest, context: grpc.ServicerContext
@@ -170,13 +167,12 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     def ListMessages(
         self, request: chat_pb2.ListMessagesRequest, context: grpc.ServicerContext
     ) -> chat_pb2.ListMessagesResponse:
-        page = page_request(request.page_size, request.page_token, request.session_id)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 chat.list_messages(s, current_principal(), request.session_id, page),
                 page,
                 lambda r: str(r.seq),
+                lambda r: message_proto(_message_row(r)),
             )
-            return chat_pb2.ListMessagesResponse(
-                messages=[message_proto(_message_row(r)) for r in rows], next_page_token=token
-            )
+            return chat_pb2.ListMessagesResponse(messages=items, next_page_token=token)

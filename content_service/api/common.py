@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from google.protobuf import field_mask_pb2
 from loom.content.v1 import common_pb2
 
-from servicekit.errors import invalid
+from servicekit.errors import invalid, shown
 
 STATUS_TO_DB = {
     common_pb2.CONTENT_STATUS_DRAFT: "draft",
@@ -35,6 +35,8 @@ def mask_paths(
     unknown = sorted(paths - allowed_set)
     if unknown:
         raise invalid(
-            field, f"unknown or read-only paths {unknown}; allowed: {sorted(allowed_set)}"
+            field,
+            f"unknown or read-only paths {shown(', '.join(unknown))}; "
+            f"allowed: {sorted(allowed_set)}",
         )
     return paths

@@ -23,7 +23,7 @@ from content_service.images.media import CHUNK_BYTES, HEAD_BYTES, TempBlob, snif
 from content_service.images.records import DownloadTarget, ImageView
 from content_service.images.runtime import ImageRuntime
 from servicekit.auth import current_principal
-from servicekit.errors import FieldViolation, InvalidArgument, ServiceError, invalid
+from servicekit.errors import FieldViolation, InvalidArgument, ServiceError, invalid, shown
 from servicekit.pagination import page_of, page_request
 
 log = logging.getLogger(__name__)
@@ -196,17 +196,13 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
             if request.state not in STATE_TO_DB:
                 raise invalid("state", f"unknown state {request.state}")
             state = STATE_TO_DB[request.state]
-        page = page_request(request.page_size, request.page_token, request.environment_id, state)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
-                records.list_images(s, current_principal(), request.environment_id, state, page),
-                page,
-                lambda r: r.id,
+            rows = records.list_images(s, current_principal(), request.environment_id, state, page)
+            items, token = page_of(
+                records.load_views(s, rows), page, lambda v: v.image.id, image_proto
             )
-            return images_pb2.ListImagesResponse(
-                images=[image_proto(v) for v in records.load_views(s, rows)],
-                next_page_token=token,
-            )
+            return images_pb2.ListImagesResponse(images=items, next_page_token=token)
 
     def DeleteImage(
         self, request: images_pb2.DeleteImageRequest, context: grpc.ServicerContext
@@ -257,4 +253,4 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
             except FileNotFoundError:
                 if attempt:
                     log.error("image %s: blob %s is missing", image_id, target.key)
-        raise ServiceError(f"the stored file of image {image_id!r} is missing")
+        raise ServiceError(f"the stored file of image {shown(image_id)} is missing")

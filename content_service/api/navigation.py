@@ -71,16 +71,15 @@ class NavigationServicer(navigation_pb2_grpc.NavigationServiceServicer):
     def ListMenus(
         self, request: navigation_pb2.ListMenusRequest, context: grpc.ServicerContext
     ) -> navigation_pb2.ListMenusResponse:
-        page = page_request(request.page_size, request.page_token, request.environment_id)
+        page = page_request(request)
         with self.db.read() as s:
-            views, token = page_of(
+            items, token = page_of(
                 navigation.list_menus(s, current_principal(), request.environment_id, page),
                 page,
                 lambda v: v.row.name,
+                menu_proto,
             )
-            return navigation_pb2.ListMenusResponse(
-                menus=[menu_proto(v) for v in views], next_page_token=token
-            )
+            return navigation_pb2.ListMenusResponse(menus=items, next_page_token=token)
 
     def SetMenu(
         self, request: navigation_pb2.SetMenuRequest, context: grpc.ServicerContext

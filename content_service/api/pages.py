@@ -9,13 +9,12 @@ import grpc
 from google.protobuf import empty_pb2
 from loom.content.v1 import pages_pb2, pages_pb2_grpc
 
-from content_service import pages
+from content_service import pages, validation
 from content_service.api.common import STATUS_FROM_DB, mask_paths, status_to_db
 from content_service.api.convert import (
     dict_to_struct,
     struct_field_to_json,
     struct_from_json,
-    struct_to_dict,
     ts,
 )
 from content_service.db import models
@@ -113,9 +112,16 @@ def rows_proto(rows: pages.ViewRows) -> pages_pb2.Page:
 
 def _section_input(section: pages_pb2.Section, field: str) -> pages.SectionInput:
     content: dict[str, Any] | None = None
+    size = None
     if section.HasField("content"):
+        # Refused before it is even converted.
+        size = validation.struct_bytes(
+            section.content.ByteSize(), f"{field}.content", max_bytes=pages.MAX_SECTION_BYTES
+        )
         content = struct_field_to_json(section, "content", f"{field}.content")
-    return pages.SectionInput(definition_id=section.definition_id, content=content, field=field)
+    return pages.SectionInput(
+        definition_id=section.definition_id, content=content, field=field, size=size
+    )
 
 
 def _new_page(request: pages_pb2.CreatePageRequest) -> pages.NewPage:
@@ -130,6 +136,7 @@ def _new_page(request: pages_pb2.CreatePageRequest) -> pages.NewPage:
         metadata=metadata,
         sections=sections,
         request_id=request.request_id,
+        metadata_size=p.metadata.ByteSize(),
     )
 
 
@@ -145,7 +152,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         self, request: pages_pb2.CreateSectionDefinitionRequest, context: grpc.ServicerContext
     ) -> pages_pb2.SectionDefinition:
         d = request.section_definition
-        schema = struct_field_to_json(d, "schema", "section_definition.schema")
+        schema = pages.definition_schema(struct_field_to_json(d, "schema", pages.SCHEMA_FIELD))
         default = struct_field_to_json(d, "default_content", "section_definition.default_content")
         with self.db.write() as s:
             row = pages.create_definition(
@@ -162,15 +169,16 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     def ListSectionDefinitions(
         self, request: pages_pb2.ListSectionDefinitionsRequest, context: grpc.ServicerContext
     ) -> pages_pb2.ListSectionDefinitionsResponse:
-        page = page_request(request.page_size, request.page_token, request.environment_id)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 pages.list_definitions(s, current_principal(), request.environment_id, page),
                 page,
                 lambda r: r.id,
+                definition_proto,
             )
             return pages_pb2.ListSectionDefinitionsResponse(
-                section_definitions=[definition_proto(r) for r in rows], next_page_token=token
+                section_definitions=items, next_page_token=token
             )
 
     def UpdateSectionDefinition(
@@ -178,16 +186,26 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     ) -> pages_pb2.SectionDefinition:
         paths = mask_paths(request.update_mask, {"name", "schema", "default_content"})
         d = request.section_definition
+        # Converted and checked before the write transaction (NaN or a bad schema never
+        # reaches it; nothing slow runs while it holds the lock).
+        schema = (
+            pages.definition_schema(struct_field_to_json(d, "schema", pages.SCHEMA_FIELD))
+            if "schema" in paths
+            else None
+        )
+        default = (
+            struct_field_to_json(d, "default_content", "section_definition.default_content")
+            if "default_content" in paths
+            else None
+        )
         with self.db.write() as s:
             row = pages.update_definition(
                 s,
                 current_principal(),
                 d.id,
                 name=d.name if "name" in paths else None,
-                schema=struct_to_dict(d.schema) if "schema" in paths else None,
-                default_content=struct_to_dict(d.default_content)
-                if "default_content" in paths
-                else None,
+                schema=schema,
+                default_content=default,
             )
             return definition_proto(row)
 
@@ -255,16 +273,15 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         self, request: pages_pb2.ListPagesRequest, context: grpc.ServicerContext
     ) -> pages_pb2.ListPagesResponse:
         status = status_to_db(request.status, "status", default=None)
-        page = page_request(request.page_size, request.page_token, request.environment_id, status)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 pages.list_pages(s, current_principal(), request.environment_id, status, page),
                 page,
                 lambda r: r.id,
+                page_proto,
             )
-            return pages_pb2.ListPagesResponse(
-                pages=[page_proto(r) for r in rows], next_page_token=token
-            )
+            return pages_pb2.ListPagesResponse(pages=items, next_page_token=token)
 
     def UpdatePage(
         self, request: pages_pb2.UpdatePageRequest, context: grpc.ServicerContext
@@ -280,6 +297,7 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
             changes["status"] = status_to_db(p.status, "page.status", default="draft")
         if "metadata" in paths:
             changes["metadata"] = struct_field_to_json(p, "metadata", "page.metadata")
+            changes["metadata_size"] = p.metadata.ByteSize()
         with self.db.write() as s:
             row = pages.update_page(s, current_principal(), p.id, changes, p.etag)
             return rows_proto(pages.load_view(s, row.id))
@@ -304,11 +322,14 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     def UpdateSection(
         self, request: pages_pb2.UpdateSectionRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
+        size = validation.struct_bytes(
+            request.content.ByteSize(), "content", max_bytes=pages.MAX_SECTION_BYTES
+        )
         content = struct_field_to_json(request, "content", "content")
         with self.db.write() as s:
             return rows_proto(
                 pages.update_section(
-                    s, current_principal(), request.page_id, request.section_id, content
+                    s, current_principal(), request.page_id, request.section_id, content, size
                 )
             )
 

@@ -79,11 +79,9 @@ class PostServicer(posts_pb2_grpc.PostServiceServicer):
         self, request: posts_pb2.ListPostsRequest, context: grpc.ServicerContext
     ) -> posts_pb2.ListPostsResponse:
         status = status_to_db(request.status, "status", default=None)
-        page = page_request(
-            request.page_size, request.page_token, request.environment_id, status, request.tag
-        )
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 posts.list_posts(
                     s,
                     current_principal(),
@@ -94,10 +92,9 @@ class PostServicer(posts_pb2_grpc.PostServiceServicer):
                 ),
                 page,
                 lambda r: r.id,
+                post_proto,
             )
-            return posts_pb2.ListPostsResponse(
-                posts=[post_proto(r) for r in rows], next_page_token=token
-            )
+            return posts_pb2.ListPostsResponse(posts=items, next_page_token=token)
 
     def UpdatePost(
         self, request: posts_pb2.UpdatePostRequest, context: grpc.ServicerContext

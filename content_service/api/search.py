@@ -51,17 +51,15 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.SearchResponse:
         words = search.words(request.query)
         kinds = _kinds(list(request.kinds))
-        if request.page_size < 0:
-            raise invalid("page_size", "must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        page = page_request(size, request.page_token, request.environment_id, words, kinds)
+        page = page_request(request, default_size=DEFAULT_PAGE_SIZE, max_size=MAX_PAGE_SIZE)
         offset = search.offset_of(page)
         with self.db.read() as s:
-            hits, token = page_of(
-                search.search(s, current_principal(), request.environment_id, words, kinds, page),
-                page,
-                lambda _: str(offset + page.size),
-            )
-        return search_pb2.SearchResponse(
-            results=[result_proto(h) for h in hits], next_page_token=token
+            hits = search.search(s, current_principal(), request.environment_id, words, kinds, page)
+        # The cursor is the offset of the next hit (a page may end early to fit its bytes).
+        results, token = page_of(
+            list(enumerate(hits, start=offset)),
+            page,
+            lambda hit: str(hit[0] + 1),
+            lambda hit: result_proto(hit[1]),
         )
+        return search_pb2.SearchResponse(results=results, next_page_token=token)

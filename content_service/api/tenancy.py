@@ -67,14 +67,12 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
     def ListTeams(
         self, request: tenancy_pb2.ListTeamsRequest, context: grpc.ServicerContext
     ) -> tenancy_pb2.ListTeamsResponse:
-        page = page_request(request.page_size, request.page_token)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
-                tenancy.list_teams(s, current_principal(), page), page, lambda r: r.id
+            items, token = page_of(
+                tenancy.list_teams(s, current_principal(), page), page, lambda r: r.id, team_proto
             )
-            return tenancy_pb2.ListTeamsResponse(
-                teams=[team_proto(r) for r in rows], next_page_token=token
-            )
+            return tenancy_pb2.ListTeamsResponse(teams=items, next_page_token=token)
 
     def CreateApiKey(
         self, request: tenancy_pb2.CreateApiKeyRequest, context: grpc.ServicerContext
@@ -88,16 +86,15 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
     def ListApiKeys(
         self, request: tenancy_pb2.ListApiKeysRequest, context: grpc.ServicerContext
     ) -> tenancy_pb2.ListApiKeysResponse:
-        page = page_request(request.page_size, request.page_token, request.team_id)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 tenancy.list_api_keys(s, current_principal(), request.team_id, page),
                 page,
                 lambda r: r.id,
+                key_proto,
             )
-            return tenancy_pb2.ListApiKeysResponse(
-                api_keys=[key_proto(r) for r in rows], next_page_token=token
-            )
+            return tenancy_pb2.ListApiKeysResponse(api_keys=items, next_page_token=token)
 
     def RevokeApiKey(
         self, request: tenancy_pb2.RevokeApiKeyRequest, context: grpc.ServicerContext
@@ -126,16 +123,15 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
     def ListSites(
         self, request: tenancy_pb2.ListSitesRequest, context: grpc.ServicerContext
     ) -> tenancy_pb2.ListSitesResponse:
-        page = page_request(request.page_size, request.page_token, request.team_id)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 tenancy.list_sites(s, current_principal(), request.team_id, page),
                 page,
                 lambda r: r.id,
+                site_proto,
             )
-            return tenancy_pb2.ListSitesResponse(
-                sites=[site_proto(r) for r in rows], next_page_token=token
-            )
+            return tenancy_pb2.ListSitesResponse(sites=items, next_page_token=token)
 
     def UpdateSite(
         self, request: tenancy_pb2.UpdateSiteRequest, context: grpc.ServicerContext
@@ -176,16 +172,15 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
     def ListEnvironments(
         self, request: tenancy_pb2.ListEnvironmentsRequest, context: grpc.ServicerContext
     ) -> tenancy_pb2.ListEnvironmentsResponse:
-        page = page_request(request.page_size, request.page_token, request.site_id)
+        page = page_request(request)
         with self.db.read() as s:
-            rows, token = page_of(
+            items, token = page_of(
                 tenancy.list_environments(s, current_principal(), request.site_id, page),
                 page,
                 lambda r: r.id,
+                env_proto,
             )
-            return tenancy_pb2.ListEnvironmentsResponse(
-                environments=[env_proto(r) for r in rows], next_page_token=token
-            )
+            return tenancy_pb2.ListEnvironmentsResponse(environments=items, next_page_token=token)
 
     def DeleteEnvironment(
         self, request: tenancy_pb2.DeleteEnvironmentRequest, context: grpc.ServicerContext

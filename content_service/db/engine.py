@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from content_service.db.checkpoint import BACKSTOP_PAGES, Checkpointer
 from content_service.db.raw import StatementConnection
-from servicekit.errors import Unavailable
+from servicekit.errors import FieldViolation, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,22 @@ def _busy() -> Unavailable:
     )
 
 
+@contextmanager
+def _nul_refused() -> Iterator[None]:
+    """PostgreSQL cannot store or even compare text holding NUL (0x00): a value the input
+    rules did not already refuse (they refuse it in every stored text) is INVALID_ARGUMENT
+    here, whichever statement met it, never INTERNAL. SQLite never raises it."""
+    try:
+        yield
+    except Exception as exc:
+        if "cannot contain NUL" not in str(getattr(exc, "orig", None) or exc):
+            raise
+        raise InvalidArgument(
+            FieldViolation("request", "text must not contain NUL characters (0x00)"),
+            reason="NUL_CHARACTER",
+        ) from exc
+
+
 class Database:
     """Both engines of one database and the two kinds of session an RPC may open."""
 
@@ -152,6 +168,7 @@ class Database:
         (reason DATABASE_BUSY): retryable, and the data as it was."""
         try:
             with (
+                _nul_refused(),
                 self._writer_turn(),
                 Session(self.write_engine, expire_on_commit=False) as session,
                 session.begin(),
@@ -177,7 +194,11 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session in one read transaction: a consistent snapshot, never takes the write lock."""
-        with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
+        with (
+            _nul_refused(),
+            Session(self.read_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextmanager
@@ -193,7 +214,10 @@ class Database:
         if self.is_sqlite:
             yield self._thread_reader()
             return
-        with self.read_engine.connect().execution_options(**{SINGLE_STATEMENT: True}) as conn:
+        with (
+            _nul_refused(),
+            self.read_engine.connect().execution_options(**{SINGLE_STATEMENT: True}) as conn,
+        ):
             try:
                 yield StatementConnection(conn.dialect, conn.connection.driver_connection)
             finally:

@@ -41,7 +41,7 @@ from content_service.images import records
 from content_service.images.media import MediaStore, TempBlob
 from content_service.images.records import ImageView
 from content_service.scope import EnvScope
-from servicekit.errors import FailedPrecondition, NotFound, invalid
+from servicekit.errors import FailedPrecondition, NotFound, invalid, shown
 from servicekit.ids import new_id
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def leased(session: Session, image_id: str, token: str, *, lock: bool = True) ->
         or not hmac.compare_digest(image.lease_token.encode(), token.encode())
     ):
         raise FailedPrecondition(
-            f"the lease on image {image_id!r} is not held by this token any more (it expired "
+            f"the lease on image {shown(image_id)} is not held by this token any more (it expired "
             "and the image was claimed again, or the job already ended)",
             reason="LEASE_LOST",
         )

@@ -31,7 +31,7 @@ from content_service.images.media import (
     normalise_mime_type,
 )
 from servicekit.auth import Principal
-from servicekit.errors import NotFound, invalid
+from servicekit.errors import NotFound, invalid, shown
 from servicekit.ids import new_id
 from servicekit.pagination import PageRequest
 
@@ -71,7 +71,7 @@ def upload_header(
     declared = normalise_mime_type(mime_type)
     if declared and declared not in ALLOWED_TYPES:
         raise invalid(
-            "mime_type", f"{mime_type!r} is not allowed; allowed: {', '.join(ALLOWED_TYPES)}"
+            "mime_type", f"{shown(mime_type)} is not allowed; allowed: {', '.join(ALLOWED_TYPES)}"
         )
     return UploadHeader(environment_id, filename, declared, alt_text_value(alt_text, "alt_text"))
 

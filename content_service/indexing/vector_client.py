@@ -22,6 +22,8 @@ COLLECTIONS = {
 # vector_service takes at most 1000 ids or documents per call; documents are sent in smaller
 # batches so one call's model time stays well inside the timeout.
 UPSERT_BATCH = 128
+# vector_service's limit on the texts of one UpsertDocuments (MAX_UPSERT_CHARS there).
+UPSERT_CHARS = 64_000
 DELETE_BATCH = 1000
 
 
@@ -43,14 +45,14 @@ class VectorClient:
     def upsert(self, collection: str, docs: Sequence[VectorDocument]) -> int:
         """Returns how many texts the model embedded."""
         embedded = 0
-        for start in range(0, len(docs), UPSERT_BATCH):
+        for batch in upsert_batches(docs):
             request = vector_pb2.UpsertDocumentsRequest(
                 collection=COLLECTIONS[collection],
                 documents=[
                     vector_pb2.Document(
                         id=d.id, scope=_scope(d.scope), source_id=d.source_id, text=d.text
                     )
-                    for d in docs[start : start + UPSERT_BATCH]
+                    for d in batch
                 ],
             )
             response = self._stub.UpsertDocuments(request)
@@ -91,3 +93,18 @@ class VectorClient:
             token = response.next_page_token
             if not token:
                 return
+
+
+def upsert_batches(docs: Sequence[VectorDocument]) -> list[Sequence[VectorDocument]]:
+    """The documents in calls of at most UPSERT_BATCH documents and UPSERT_CHARS characters
+    of text (one longer text goes alone: a document's text is at most 100,000)."""
+    out: list[Sequence[VectorDocument]] = []
+    start = chars = 0
+    for i, doc in enumerate(docs):
+        if i > start and (i - start >= UPSERT_BATCH or chars + len(doc.text) > UPSERT_CHARS):
+            out.append(docs[start:i])
+            start, chars = i, 0
+        chars += len(doc.text)
+    if start < len(docs):
+        out.append(docs[start:])
+    return out

@@ -49,7 +49,7 @@ def test_only_the_service_token_and_only_good_folders(
             call(stack, "relative/folder")
         assert error["fields"] == ["directory"]
         with raises_status(grpc.StatusCode.ALREADY_EXISTS):
-            call(stack, str(tmp_path))
+            call(stack, str(tmp_path / "data"))
         with raises_status(grpc.StatusCode.FAILED_PRECONDITION) as error:
             call(stack, str(tmp_path / "no" / "such" / "parent"))
         assert error["reason"] == "BACKUP_PATH_NOT_VISIBLE"
@@ -66,6 +66,33 @@ def test_only_the_service_token_and_only_good_folders(
     answers = vector_backup(stack, str(tmp_path / "vector-half"))
     summary = answers[-1].summary  # type: ignore[attr-defined]
     assert {t.table_name for t in summary.tables} >= {"page_embeddings"}
+
+
+def test_hostile_paths_are_invalid_argument(
+    stacks: Callable[..., LiveStack], tmp_path: Path
+) -> None:
+    """Length, characters and the allowed roots (LOOM_BACKUP_ROOTS; by default the folder
+    that holds DATA_DIR, here tmp_path), each INVALID_ARGUMENT on `directory`, nothing made."""
+    stack = stacks(tmp_path / "data")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    hostile = {
+        "a 4,096-character component": str(tmp_path / ("x" * 4096)),
+        "a 400-byte component (2-byte characters)": str(tmp_path / ("é" * 200)),
+        "too long overall": str(tmp_path / "/".join(["abcdefgh"] * 200)),
+        "a NUL": str(tmp_path / "a\x00b"),
+        "a newline": str(tmp_path / "a\nb"),
+        "outside the roots": "/etc/loom-backup-test",
+        "outside through ..": str(tmp_path / ".." / ".." / "etc" / "loom"),
+        "the root itself": str(tmp_path),
+        "the file system root": "/",
+    }
+    for what, directory in hostile.items():
+        for call in (content_backup, vector_backup):
+            with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as error:
+                call(stack, directory)
+            assert error["fields"] == ["directory"], what
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not Path("/etc/loom-backup-test").exists()
 
 
 class InterruptAt(Printer):

@@ -12,7 +12,7 @@ from content_service.db.engine import Database
 from content_service.db.migrate import downgrade, upgrade
 from content_service.db.models import Base, include_name
 from servicekit.auth import Principal, Role
-from servicekit.pagination import page_request
+from servicekit.pagination import PageRequest
 
 BEFORE = "0004_add_index_outbox"
 SEED = [
@@ -73,7 +73,7 @@ def dump(db: Database) -> dict[str, list[Any]]:
 
 def find(db: Database, query: str) -> list[tuple[str, str]]:
     words = search.words(query)
-    page = page_request(10, "", "e1", words)
+    page = PageRequest(10, None, b"")
     with db.read() as s:
         return [(h.kind, h.id) for h in search.search(s, ADMIN, "e1", words, [], page)]
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from vector_service.embeddings.base import (
     EmbedderConfig,
@@ -314,6 +315,15 @@ _models: dict[Path, _MiniLM] = {}
 _models_lock = threading.Lock()
 
 
+def _one_blas_thread() -> None:
+    """The model's matrix products run on one BLAS thread per call, for the whole process:
+    calls run side by side on the server's thread pool, and OpenBLAS's own threads, with any
+    other load on the machine, made one call 4-10 times slower (measured here on 2 shared
+    cores: 13 texts of 256 tokens took 10-16 s with OpenBLAS's threads and 2-4 s with one, at
+    a load average of 11), past any deadline a caller would give."""
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def _shared_model(model_dir: Path) -> _MiniLM:
     """Loads a model folder once per process; every LocalEmbedder on it shares the weights."""
     key = model_dir.resolve()
@@ -323,6 +333,7 @@ def _shared_model(model_dir: Path) -> _MiniLM:
     with _models_lock:
         model = _models.get(key)
         if model is None:
+            _one_blas_thread()
             started = time.perf_counter()
             model = _MiniLM(key)
             _models[key] = model

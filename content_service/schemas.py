@@ -1,0 +1,140 @@
+"""Section definition schemas are self-contained: checked once, when a definition is written,
+so that validating content against them never opens a connection or a file and never fails.
+
+- Every `$ref` and `$dynamicRef` must resolve inside the schema itself (a JSON pointer such as
+  `#/$defs/x`, an `$anchor`, or the `$id` of one of its own subschemas). Remote references
+  are refused, never fetched: the `referencing` registry the validators use retrieves nothing
+  (`NO_RETRIEVAL`), and jsonschema-rs is given a retriever that refuses (`refuse_retrieval`).
+- A schema that applies itself to the same value without descending into it (`{"$ref": "#"}`,
+  two `$defs` whose `allOf` name each other) would recurse forever on any content; JSON Schema
+  leaves its meaning undefined (2020-12 core, section 9.4.1) and it is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable, Unretrievable
+from referencing.jsonschema import DRAFT202012
+
+from servicekit.errors import InvalidArgument, invalid, shown
+
+Resolver = Any  # referencing._core.Resolver[Any]: not exported under a public name
+
+
+def _no_retrieval(uri: str) -> Resource[Any]:
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+# The registry every python-jsonschema validator of ours uses (jsonschema adds the
+# meta-schemas it ships): nothing outside the schema is ever retrieved.
+NO_RETRIEVAL: Registry[Any] = Registry(retrieve=_no_retrieval)  # type: ignore[call-arg]
+
+
+def refuse_retrieval(uri: str) -> Any:
+    """jsonschema-rs's retriever: refuses every URI."""
+    raise ValueError(f"remote references are not retrieved ({uri})")
+
+
+# Keywords that apply a subschema to the same value (in place), as opposed to its items or
+# properties: a cycle through these alone never ends.
+_IN_PLACE_ONE = ("not", "if", "then", "else")
+_IN_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
+_IN_PLACE_MAPS = ("dependentSchemas",)
+_REFERENCES = ("$ref", "$dynamicRef")
+
+
+def check(schema: dict[str, Any], field: str) -> None:
+    """Raises InvalidArgument (naming `field`) unless every reference resolves inside the schema
+    and no subschema applies itself to the same value. The schema has passed the
+    meta-schema check."""
+    root = DRAFT202012.create_resource(schema)
+    state: dict[int, int] = {}  # id(subschema) -> 1 on the current path, 2 done
+    for contents, here in _subschemas(root, NO_RETRIEVAL.resolver_with_root(root)):
+        _walk_in_place(contents, here, field, state)
+
+
+def _subschemas(resource: Resource[Any], resolver: Resolver) -> Iterator[tuple[Any, Resolver]]:
+    """Every subschema with the resolver in force where it stands ($id changes the base)."""
+    stack = [(resource, resolver)]
+    while stack:
+        current, here = stack.pop()
+        yield current.contents, here
+        for sub in current.subresources():
+            stack.append((sub, here.in_subresource(sub)))
+
+
+def _walk_in_place(start: Any, resolver: Resolver, field: str, state: dict[int, int]) -> None:
+    """Depth-first over the in-place edges from `start`; reaching a subschema that is on the
+    current path again is a cycle."""
+    if not isinstance(start, dict) or id(start) in state:
+        return
+    state[id(start)] = 1
+    path = [(start, _in_place(start, resolver, field))]
+    while path:
+        node, edges = path[-1]
+        step = next(edges, None)
+        if step is None:
+            state[id(node)] = 2
+            path.pop()
+            continue
+        how, target, where = step
+        if not isinstance(target, dict):
+            continue  # true / false: nothing further
+        seen = state.get(id(target))
+        if seen == 1:
+            raise _cycle(how, field)
+        if seen is None:
+            state[id(target)] = 1
+            path.append((target, _in_place(target, where, field)))
+
+
+def _in_place(
+    contents: dict[str, Any], here: Resolver, field: str
+) -> Iterator[tuple[str, Any, Resolver]]:
+    """(how, subschema, its resolver) for each subschema that `contents` applies to the same
+    value; references are resolved here, so an unresolvable one is refused."""
+    for keyword in _REFERENCES:
+        ref = contents.get(keyword)
+        if isinstance(ref, str):
+            resolved = _resolve(here, ref, keyword, field)
+            yield f"{keyword} {shown(ref)}", resolved.contents, resolved.resolver
+    children: list[tuple[str, Any]] = [(k, contents[k]) for k in _IN_PLACE_ONE if k in contents]
+    for keyword in _IN_PLACE_LISTS:
+        value = contents.get(keyword)
+        if isinstance(value, list):
+            children.extend((f"{keyword}[{i}]", sub) for i, sub in enumerate(value))
+    for keyword in _IN_PLACE_MAPS:
+        value = contents.get(keyword)
+        if isinstance(value, dict):
+            children.extend((f"{keyword}.{shown(name)}", sub) for name, sub in value.items())
+    for how, sub in children:
+        if isinstance(sub, dict):
+            yield how, sub, here.in_subresource(DRAFT202012.create_resource(sub))
+
+
+def _resolve(here: Resolver, ref: str, keyword: str, field: str) -> Any:
+    try:
+        return here.lookup(ref)
+    except (NoSuchResource, Unretrievable):
+        raise invalid(
+            field,
+            f"{keyword} {shown(ref)} points outside the schema: schemas must be self-contained "
+            "(remote references are not fetched); put the referenced schema under $defs and "
+            'refer to it as "#/$defs/<name>"',
+        ) from None
+    except (Unresolvable, ValueError, LookupError, TypeError) as exc:
+        raise invalid(
+            field, f"{keyword} {shown(ref)} does not resolve inside the schema ({shown(exc)})"
+        ) from None
+
+
+def _cycle(how: str, field: str) -> InvalidArgument:
+    return invalid(
+        field,
+        f"the schema applies itself to the same value without descending into it (at {how}), "
+        "so checking any content would never end; a recursive schema must recurse through "
+        "properties or items",
+    )
