@@ -129,7 +129,7 @@ def test_claim_extend_variants_complete(content_server: ContentServer) -> None:
         len(webp),
         60,
         40,
-        "",
+        sha(webp),
     )
     assert download(images, image.id, (30, "avif"))[1] == avif
 
