@@ -109,7 +109,11 @@ class MediaApp:
         opened = self._open(media)
         if opened is None:
             return _plain(404, "not found")
-        return self._send(request, media, opened)
+        try:
+            return self._send(request, media, opened)
+        except BaseException:
+            opened.close()  # otherwise the response closes it once sent
+            raise
 
     def _open(self, media: urls.MediaPath) -> IO[bytes] | None:
         # A delete (or a replaced variant) may remove the file between reading the row and
@@ -152,7 +156,7 @@ class MediaApp:
         try:
             return response.make_conditional(environ, accept_ranges=True, complete_length=size)
         except RequestedRangeNotSatisfiable:
-            response.close()
+            fh.close()
             return _plain(416, "range not satisfiable", Content_Range=f"bytes */{size}")
 
 

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -271,6 +274,32 @@ def test_a_row_without_its_file_is_404(content_server: ContentServer) -> None:
     media = content_server.settings.media_dir
     (media / "originals" / sha(data)[:2] / sha(data)[2:4] / sha(data)).unlink()
     assert fetch(content_server, url).status == 404
+
+
+def test_keep_alive_and_concurrent_clients_and_a_prompt_stop(
+    content_servers: ContentServerFactory,
+) -> None:
+    server = content_servers()
+    t = make_tenant(server.admin)
+    data = picture("PNG", 200, 200, noise_seed=4)
+    path = urlsplit(upload(images_stub(t.client), t.env_id, data).url).path
+    host, port = server.media_http.rsplit(":", 1)
+    idle = http.client.HTTPConnection(host, int(port), timeout=10)
+    for _ in range(3):  # one connection, several requests
+        idle.request("GET", path)
+        answer = idle.getresponse()
+        assert (answer.status, answer.read()) == (200, data)
+
+    def one(_: int) -> bytes:
+        return fetch(server, path).body
+
+    with ThreadPoolExecutor(max_workers=24) as pool:  # more clients than request threads
+        assert set(pool.map(one, range(48))) == {data}
+
+    started = time.monotonic()
+    server.stop()  # with a keep-alive connection still open
+    assert time.monotonic() - started < 5
+    idle.close()
 
 
 # --- settings, ports, and variants from before their hashes ---------------------------------
