@@ -123,6 +123,28 @@ def upload_variant(
     return result
 
 
+def complete(
+    jobs: Stub,
+    job: images_pb2.ImageJob,
+    width: int,
+    height: int,
+    variants: list[tuple[int, str]],
+    **fields: Any,
+) -> images_pb2.Image:
+    """CompleteImageJob under the job's lease with these (width, format) variants."""
+    result: images_pb2.Image = jobs.CompleteImageJob(
+        images_pb2.CompleteImageJobRequest(
+            image_id=job.image_id,
+            lease_token=job.lease_token,
+            width=width,
+            height=height,
+            variants=[images_pb2.ImageVariantKey(width=w, format=f) for w, f in variants],
+            **fields,
+        )
+    )
+    return result
+
+
 def media_files(media_dir: Path, folder: str) -> list[Path]:
     root = media_dir / folder
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
@@ -169,16 +191,5 @@ def completed_image(server: ContentServer, t: Tenant, data: bytes | None = None)
     webp, avif = picture("WEBP", 60, 40, noise_seed=2), picture("AVIF", 30, 20, noise_seed=3)
     upload_variant(jobs, job, webp, 60, 40, "webp")
     upload_variant(jobs, job, avif, 30, 20, "avif")
-    done = jobs.CompleteImageJob(
-        images_pb2.CompleteImageJobRequest(
-            image_id=job.image_id,
-            lease_token=job.lease_token,
-            width=120,
-            height=80,
-            variants=[
-                images_pb2.ImageVariantKey(width=60, format="webp"),
-                images_pb2.ImageVariantKey(width=30, format="avif"),
-            ],
-        )
-    )
+    done = complete(jobs, job, 120, 80, [(60, "webp"), (30, "avif")])
     return Completed(done, original, webp, avif)

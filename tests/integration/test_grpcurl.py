@@ -95,16 +95,16 @@ def test_health_check_needs_no_key(grpcurl: Grpcurl) -> None:
     assert grpcurl.call("grpc.health.v1.Health/Check", {}, key=None) == {"status": "SERVING"}
 
 
-def test_create_and_get_a_page_with_json(grpcurl: Grpcurl, stack: StackInfo) -> None:
-    admin = stack.admin_key
+def tenant(grpcurl: Grpcurl, admin: str, name: str) -> tuple[str, dict[str, Any]]:
+    """A new team's key and its first environment, made with the admin key."""
     team = grpcurl.call(
         "loom.content.v1.TenancyService/CreateTeam",
-        {"team": {"name": f"curl-{uuid.uuid4().hex[:6]}"}},
+        {"team": {"name": f"{name}-{uuid.uuid4().hex[:6]}"}},
         admin,
     )
     key = grpcurl.call(
         "loom.content.v1.TenancyService/CreateApiKey",
-        {"team_id": team["id"], "name": "curl"},
+        {"team_id": team["id"], "name": name},
         admin,
     )["secret"]
     site = grpcurl.call("loom.content.v1.TenancyService/CreateSite", {"site": {"name": "S"}}, key)
@@ -113,6 +113,11 @@ def test_create_and_get_a_page_with_json(grpcurl: Grpcurl, stack: StackInfo) -> 
         {"site_id": site["id"], "environment": {"name": "dev"}},
         key,
     )
+    return str(key), env
+
+
+def test_create_and_get_a_page_with_json(grpcurl: Grpcurl, stack: StackInfo) -> None:
+    key, env = tenant(grpcurl, stack.admin_key, "curl")
     hero = grpcurl.call(
         "loom.content.v1.PageService/CreateSectionDefinition",
         {
@@ -201,21 +206,7 @@ def test_an_image_uploaded_with_grpcurl_is_fetched_by_its_url(
 ) -> None:
     """The README tour's image: a client stream through grpcurl (the chunk in base64), the
     URL from GetImage, `curl -I` on it, then the worker's variants and their URLs."""
-    admin = stack.admin_key
-    team = grpcurl.call(
-        "loom.content.v1.TenancyService/CreateTeam",
-        {"team": {"name": f"media-{uuid.uuid4().hex[:6]}"}},
-        admin,
-    )
-    key = grpcurl.call(
-        "loom.content.v1.TenancyService/CreateApiKey", {"team_id": team["id"], "name": "m"}, admin
-    )["secret"]
-    site = grpcurl.call("loom.content.v1.TenancyService/CreateSite", {"site": {"name": "S"}}, key)
-    env = grpcurl.call(
-        "loom.content.v1.TenancyService/CreateEnvironment",
-        {"site_id": site["id"], "environment": {"name": "dev"}},
-        key,
-    )
+    key, env = tenant(grpcurl, stack.admin_key, "media")
     png = io.BytesIO()
     Image.new("RGB", (800, 500), "teal").save(png, format="PNG")
     data = png.getvalue()
