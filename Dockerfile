@@ -34,6 +34,6 @@ RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin loom 
 USER loom
 VOLUME ["/data"]
 
-EXPOSE 50051 50052
+EXPOSE 50051 50052 50053
 # Each compose service sets its own command; alone, the image serves content.
 CMD ["python", "-m", "content_service", "serve"]

@@ -80,6 +80,7 @@ def serve_content(data_dir: str, ready: Any, stop: Any) -> None:
             data_dir=Path(data_dir),
             host="127.0.0.1",
             port=0,
+            media_http_port=0,
             admin_key=ADMIN_KEY,
             service_token=SERVICE_TOKEN,
             database_url_override="",  # SQLite under data_dir, whatever the environment says

@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     except PortInUse as exc:
-        log.error("%s; set CONTENT_PORT to another port", exc)
+        # The media HTTP port is bound first; a clash there names its own setting.
+        taken = (
+            "CONTENT_MEDIA_HTTP_PORT" if exc.port == settings.media_http_port else "CONTENT_PORT"
+        )
+        log.error("%s; set %s to another port", exc, taken)
         return 2
     serve_until_signalled(running, settings.grace_seconds, "content_service")
     return 0

@@ -46,13 +46,16 @@ from content_service.api.tenancy import TenancyServicer
 from content_service.authn import ContentAuthenticator, KeyCache
 from content_service.db.engine import Database, SqliteOptions
 from content_service.db.migrate import ensure_current
+from content_service.images.http import MediaApp, MediaHttpServer
+from content_service.images.media import MediaStore
 from content_service.images.runtime import ImageRuntime
+from content_service.images.urls import MediaUrls
 from content_service.indexing.dispatcher import Dispatcher
 from content_service.indexing.vector_client import VectorClient
 from content_service.settings import ContentSettings
 from servicekit.auth import load_or_create_secret
 from servicekit.edge import EdgeInterceptor
-from servicekit.server import Running, Service, build_server
+from servicekit.server import Running, Service, build_server, check_free
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,50 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
             poll_seconds=settings.outbox_poll_seconds,
             backoff_cap_seconds=settings.outbox_backoff_cap_seconds,
         )
-    images = ImageRuntime.start(db, settings)
+    # Media over HTTP first: the URLs the servicers hand out need its bound port.
+    media = MediaStore(settings.media_dir)
+    check_free(settings.media_http_host, settings.media_http_port)
+    media_http = MediaHttpServer(
+        MediaApp(db, media), settings.media_http_host, settings.media_http_port
+    )
+    urls = MediaUrls(settings.media_public_url or media_http.url)
+    try:
+        running = _grpc_server(settings, db, secrets, client, dispatcher, media, urls)
+    except BaseException:
+        media_http.stop()
+        raise
+    log.info(
+        "media served over HTTP at %s/ (read-only; URLs handed out under %s/)",
+        media_http.url,
+        urls.base,
+    )
+    running.listeners["media_http"] = media_http.port
+    running.on_stop.append(media_http.stop)  # before the database is disposed (below)
+    checkpointer = db.checkpointer()
+    if checkpointer is not None:
+        checkpointer.start()
+        running.on_stop.append(checkpointer.stop)
+    if dispatcher is not None:
+        dispatcher.start()
+        running.on_stop.append(dispatcher.stop)
+    if client is not None:
+        running.on_stop.append(client.close)
+    if database is None:
+        running.on_stop.append(db.dispose)
+    return running
+
+
+def _grpc_server(
+    settings: ContentSettings,
+    db: Database,
+    secrets: Secrets,
+    client: VectorClient | None,
+    dispatcher: Dispatcher | None,
+    media: MediaStore,
+    urls: MediaUrls,
+) -> Running:
+    """The gRPC server with every servicer, bound, not started."""
+    images = ImageRuntime.start(db, settings, media, urls)
     keys = KeyCache(settings.auth_cache_seconds)
     services = [
         Service.of(tenancy_pb2, tenancy_pb2_grpc, "TenancyService", TenancyServicer(db, keys)),
@@ -129,7 +175,7 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
             IndexingServicer(db, dispatcher, client),
         ),
     ]
-    running = build_server(
+    return build_server(
         services=services,
         interceptors=[
             EdgeInterceptor(
@@ -141,15 +187,3 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
         port=settings.port,
         workers=settings.workers,
     )
-    checkpointer = db.checkpointer()
-    if checkpointer is not None:
-        checkpointer.start()
-        running.on_stop.append(checkpointer.stop)
-    if dispatcher is not None:
-        dispatcher.start()
-        running.on_stop.append(dispatcher.stop)
-    if client is not None:
-        running.on_stop.append(client.close)
-    if database is None:
-        running.on_stop.append(db.dispose)
-    return running

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
@@ -33,6 +34,13 @@ class ContentSettings(ServiceSettings):
     # Images (docs/images.md). Empty media dir means DATA_DIR/media.
     media_dir_override: str = Field(default="", validation_alias="CONTENT_MEDIA_DIR")
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    # Media over HTTP (content_service/images/http.py): read-only, on a port of its own
+    # (0 picks a free one; the log and Running.listeners["media_http"] say which).
+    media_http_host: str = "127.0.0.1"
+    media_http_port: int = Field(default=50053, ge=0, le=65535)
+    # The base of the media URLs handed out (a CDN in front, say); empty means this server's
+    # own address, http://<media_http_host>:<bound port> (a wildcard host as loopback).
+    media_public_url: str = ""
     # How long an image job's lease lasts (and how far ExtendImageLease moves it).
     lease_seconds: int = Field(default=60, ge=1, le=3600)
     # Claims of one image before a retryable failure or an expired lease fails it for good.
@@ -44,6 +52,19 @@ class ContentSettings(ServiceSettings):
     outbox_batch_size: int = Field(default=200, ge=1, le=1000)
     outbox_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     outbox_backoff_cap_seconds: float = Field(default=300.0, ge=1)
+
+    @field_validator("media_public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL, e.g. https://cdn.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return value
 
     @property
     def database_url(self) -> str:

@@ -159,6 +159,7 @@ def restored_stack(
                 **local,
                 "database_url_override": database_url,
                 "media_dir_override": "",
+                "media_http_port": 0,
                 "vector_address": f"127.0.0.1:{vector.port}",
             }
         )

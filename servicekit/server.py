@@ -61,6 +61,9 @@ class Running:
     port: int
     health: health.HealthServicer
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Other ports the process serves beside gRPC, by name, as bound (content_service:
+    # "media_http"); each is stopped by an on_stop hook.
+    listeners: dict[str, int] = field(default_factory=dict)
 
     def stop(self, grace: float | None) -> None:
         """Health NOT_SERVING first (load balancers stop sending), then drain in-flight calls."""

@@ -16,7 +16,11 @@ from servicekit.lifeline import ENV as SUPERVISOR_ENV
 from servicekit.server import PortInUse, check_free
 
 # The servers' listen settings: (host variable, port variable, default port).
-LISTENERS = (("CONTENT_HOST", "CONTENT_PORT", "50051"), ("VECTOR_HOST", "VECTOR_PORT", "50052"))
+LISTENERS = (
+    ("CONTENT_HOST", "CONTENT_PORT", "50051"),
+    ("CONTENT_MEDIA_HTTP_HOST", "CONTENT_MEDIA_HTTP_PORT", "50053"),
+    ("VECTOR_HOST", "VECTOR_PORT", "50052"),
+)
 
 # The processes of the stack, by the command compose also runs.
 PROCESSES = {

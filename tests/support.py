@@ -202,6 +202,11 @@ class ContentServer:
     def client(self, key: str | None) -> Clients:
         return Clients(self.channel, key)
 
+    @property
+    def media_http(self) -> str:
+        """host:port of its media HTTP server, as bound (port 0 in the tests' settings)."""
+        return f"127.0.0.1:{self.running.listeners['media_http']}"
+
     def stop(self, grace: float = 1) -> None:
         self.channel.close()
         self.running.stop(grace=grace)
@@ -217,6 +222,7 @@ def content_settings(tmp_path: Path, db_url: str, **overrides: object) -> Conten
         "admin_key": ADMIN_KEY,
         "service_token": SERVICE_TOKEN,
         "port": 0,
+        "media_http_port": 0,
         # No dispatcher unless a test gives it a vector_service (tests/indexing does).
         "vector_address": "",
         **overrides,

@@ -30,6 +30,7 @@ RESOURCES = {
         "images.leases",
         "images.media",
         "images.records",
+        "images.urls",
     )
 }
 # What the domain layer shares (scope checks, content validation).
@@ -153,6 +154,17 @@ def test_domain_never_imports_grpc_or_generated_code_or_the_api() -> None:
         )
 
     assert _violations(RESOURCES | KERNEL, forbidden) == []
+
+
+def test_the_media_http_server_speaks_http_only() -> None:
+    """images/http.py (werkzeug + cheroot) serves stored media beside gRPC, not through it."""
+
+    def forbidden(module: str, dep: str) -> bool:
+        return dep.startswith(EDGE_PREFIXES) or dep.startswith(
+            ("content_service.api", "content_service.server", "servicekit.server")
+        )
+
+    assert _violations({"content_service.images.http"}, forbidden) == []
 
 
 def test_resources_reach_indexing_through_its_hooks_only() -> None:

@@ -179,7 +179,7 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
                     row, replaced = leases.put_variant(
                         s, first.image_id, first.lease_token, width, first.height, fmt, blob
                     )
-                    result = variant_proto(row)
+                    result = variant_proto(row, self.rt.urls)
                     new_key = row.path
             except BaseException:
                 if blob.published_key is not None:
@@ -209,7 +209,7 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
                 variants=variants,
                 generated_alt_text=request.generated_alt_text,
             )
-            result = image_proto(view)
+            result = image_proto(view, self.rt.urls)
         self.media.remove_all(stale)
         log.info("image %s completed with %d variant(s)", result.id, len(result.variants))
         return result
@@ -227,7 +227,7 @@ class ImageJobServicer(images_pb2_grpc.ImageJobServiceServicer):
                 retryable=request.retryable,
                 limits=self.rt.limits,
             )
-            result = image_proto(view)
+            result = image_proto(view, self.rt.urls)
         self.media.remove_all(removed)
         if requeued:
             self.rt.signal.notify()

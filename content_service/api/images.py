@@ -22,6 +22,7 @@ from content_service.images import records
 from content_service.images.media import CHUNK_BYTES, HEAD_BYTES, TempBlob, sniff
 from content_service.images.records import DownloadTarget, ImageView
 from content_service.images.runtime import ImageRuntime
+from content_service.images.urls import MediaUrls
 from servicekit.auth import current_principal
 from servicekit.errors import FieldViolation, InvalidArgument, ServiceError, invalid, shown
 from servicekit.pagination import page_of, page_request
@@ -40,17 +41,20 @@ STATE_FROM_DB = {v: k for k, v in STATE_TO_DB.items()}
 # --- protos ------------------------------------------------------------------------------
 
 
-def variant_proto(row: ImageVariant) -> images_pb2.ImageVariant:
+def variant_proto(row: ImageVariant, urls: MediaUrls) -> images_pb2.ImageVariant:
+    mime_type = records.VARIANT_FORMATS.get(row.format, "")
     return images_pb2.ImageVariant(
         width=row.width,
         height=row.height,
         format=row.format,
         size_bytes=row.size,
-        mime_type=records.VARIANT_FORMATS.get(row.format, ""),
+        mime_type=mime_type,
+        sha256=row.hash or "",
+        url=urls.variant(row.hash, mime_type),
     )
 
 
-def image_proto(view: ImageView) -> images_pb2.Image:
+def image_proto(view: ImageView, urls: MediaUrls) -> images_pb2.Image:
     row = view.image
     return images_pb2.Image(
         id=row.id,
@@ -64,11 +68,12 @@ def image_proto(view: ImageView) -> images_pb2.Image:
         width=row.width or 0,
         height=row.height or 0,
         metadata=dict_to_struct(loads_object(row.metadata_json)),
-        variants=[variant_proto(v) for v in view.variants],
+        variants=[variant_proto(v, urls) for v in view.variants],
         error=row.error or "",
         attempts=row.attempts,
         create_time=ts(row.created_at),
         update_time=ts(row.updated_at),
+        url=urls.original(row.hash, row.mime_type),
     )
 
 
@@ -163,7 +168,7 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
             try:
                 with self.db.write() as s:
                     view, created = records.store_upload(s, principal, blob, header, mime_type)
-                    result = image_proto(view)
+                    result = image_proto(view, self.rt.urls)
             except BaseException:
                 if blob.published_key is not None:
                     self._release(blob.published_key)
@@ -186,7 +191,7 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
     ) -> images_pb2.Image:
         with self.db.read() as s:
             image = records.get_image(s, current_principal(), request.id)
-            return image_proto(records.load_view(s, image))
+            return image_proto(records.load_view(s, image), self.rt.urls)
 
     def ListImages(
         self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext
@@ -200,7 +205,10 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         with self.db.read() as s:
             rows = records.list_images(s, current_principal(), request.environment_id, state, page)
             items, token = page_of(
-                records.load_views(s, rows), page, lambda v: v.image.id, image_proto
+                records.load_views(s, rows),
+                page,
+                lambda v: v.image.id,
+                lambda v: image_proto(v, self.rt.urls),
             )
             return images_pb2.ListImagesResponse(images=items, next_page_token=token)
 

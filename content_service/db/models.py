@@ -245,7 +245,10 @@ class Image(Base):
 
 class ImageVariant(Base):
     __tablename__ = "image_variants"
-    __table_args__ = (UniqueConstraint("image_id", "width", "format"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "width", "format"),
+        Index("ix_image_variants_hash", "hash"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     image_id: Mapped[str] = mapped_column(_fk("images.id"))
     width: Mapped[int] = mapped_column(Integer)
@@ -254,6 +257,9 @@ class ImageVariant(Base):
     path: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # 0007_add_variant_hashes: sha256 of the bytes, the variant's URL (None only for a variant
+    # stored before 0006 until a server start filled it in from its file).
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 # --- 0003_add_site_settings --------------------------------------------------------------

@@ -185,6 +185,7 @@ def put_variant(
             path=key,
             size=blob.size,
             created_at=now(),
+            hash=blob.sha256,
         )
         session.add(row)
     else:
@@ -193,6 +194,7 @@ def put_variant(
         row.path = key
         row.size = blob.size
         row.created_at = now()
+        row.hash = blob.sha256
     session.flush()
     blob.publish(key)
     return row, replaced

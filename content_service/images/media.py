@@ -19,11 +19,13 @@ the name or the declared type.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import re
 import secrets
+import stat
 import time
 from pathlib import Path
 from types import TracebackType
@@ -74,8 +76,30 @@ class MediaStore:
     # --- reading -----------------------------------------------------------------------
 
     def open(self, key: str) -> BinaryIO:
-        """Opens a blob for reading (FileNotFoundError when it is gone)."""
-        return self.path(key).open("rb")
+        """Opens a blob for reading. FileNotFoundError when it is gone, and also when it is
+        not a regular file of this folder: a symlink (as the blob or as a folder on its way;
+        the media folder itself may be one) or anything but a plain file is never read."""
+        path = self.path(key)
+        if path.parent.resolve() != path.parent:
+            raise FileNotFoundError(f"media blob {key} is behind a symlink")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # the blob itself is a symlink
+                raise FileNotFoundError(f"media blob {key} is a symlink") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileNotFoundError(f"media blob {key} is not a regular file")
+        return os.fdopen(fd, "rb")
+
+    def sha256(self, key: str) -> str:
+        """The sha256 (lowercase hex) of a blob's bytes (FileNotFoundError when it is gone)."""
+        digest = hashlib.sha256()
+        with self.open(key) as fh:
+            while chunk := fh.read(CHUNK_BYTES):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from content_service import indexing, scope
 from content_service.db.models import Image, ImageVariant
+from content_service.db.raw import RawSelect, StatementConnection
 from content_service.db.values import now
 from content_service.images.media import (
     ALLOWED_NAMES,
@@ -30,6 +31,7 @@ from content_service.images.media import (
     TempBlob,
     normalise_mime_type,
 )
+from content_service.images.urls import MediaPath
 from servicekit.auth import Principal
 from servicekit.errors import NotFound, invalid, shown
 from servicekit.ids import new_id
@@ -289,7 +291,7 @@ def download_target(
         size=row.size,
         width=row.width,
         height=row.height,
-        sha256="",
+        sha256=row.hash or "",
         filename=image.filename,
     )
 
@@ -303,3 +305,60 @@ def variant_key_value(width: int, fmt: str, field_prefix: str) -> tuple[int, str
     if fmt not in VARIANT_FORMATS:
         raise invalid(f"{prefix}format", f"must be one of {', '.join(VARIANT_FORMATS)}")
     return width, fmt
+
+
+# --- serving media by URL (images/http.py) ---------------------------------------------
+
+# What holds the bytes a media URL names, one indexed select each (images.blob_key follows
+# from the hash; image_variants.hash), on the driver's cursor (db.raw). Several rows may share
+# the bytes (dedup; two widths of a small image): one file of them is as good as another.
+_ORIGINAL_TYPES = RawSelect(
+    select(Image.mime_type).where(Image.blob_key == bindparam("key")).distinct()
+)
+_VARIANT_BY_HASH = RawSelect(
+    select(func.min(ImageVariant.path).label("path"), ImageVariant.format)
+    .where(ImageVariant.hash == bindparam("hash"))
+    .group_by(ImageVariant.format)
+)
+
+
+def served_key(conn: StatementConnection, media: MediaPath) -> str | None:
+    """The media key of a file with the bytes `media` names, while an image or a variant
+    holds them with that type; None otherwise (a deleted image's bytes are gone from here
+    the moment its delete commits, before its files are removed)."""
+    if media.kind == "originals":
+        key = MediaStore.original_key(media.sha256)
+        types = {row.mime_type for row in _ORIGINAL_TYPES.all(conn, {"key": key})}
+        return key if media.mime_type in types else None
+    for row in _VARIANT_BY_HASH.all(conn, {"hash": media.sha256}):
+        if VARIANT_FORMATS.get(row.format) == media.mime_type:
+            return str(row.path)
+    return None
+
+
+# --- variants stored before their hash was recorded (0007_add_variant_hashes) ------------
+
+
+def variants_without_hash(session: Session, after: str, limit: int) -> list[tuple[str, str]]:
+    """(id, media key) of variants with no recorded hash, by id after `after`."""
+    rows = session.execute(
+        select(ImageVariant.id, ImageVariant.path)
+        .where(ImageVariant.hash.is_(None), ImageVariant.id > after)
+        .order_by(ImageVariant.id)
+        .limit(limit)
+    )
+    return [(row.id, row.path) for row in rows]
+
+
+def record_variant_hash(session: Session, variant_id: str, key: str, sha256: str) -> None:
+    """Records the hash read from a variant's file, unless the variant meanwhile points at
+    another file (a new upload, which recorded its own) or has one already."""
+    session.execute(
+        update(ImageVariant)
+        .where(
+            ImageVariant.id == variant_id,
+            ImageVariant.path == key,
+            ImageVariant.hash.is_(None),
+        )
+        .values(hash=sha256)
+    )

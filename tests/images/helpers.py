@@ -1,20 +1,27 @@
 """Builders for the image tests: images made with Pillow in memory, streamed uploads and
-downloads, and a look at the media folder."""
+downloads, a completed job, a look at the media folder, and requests to the media HTTP
+server."""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2
 from loom.content.v1 import images_pb2, images_pb2_grpc
 from PIL import Image as PILImage
 
-from tests.support import SERVICE_TOKEN, Clients, Stub
+from tests.support import SERVICE_TOKEN, Clients, ContentServer, Stub
+
+if TYPE_CHECKING:
+    from tests.content.tenants_and_pages import Tenant
 
 
 def picture(
@@ -116,6 +123,73 @@ def upload_variant(
     return result
 
 
+def complete(
+    jobs: Stub,
+    job: images_pb2.ImageJob,
+    width: int,
+    height: int,
+    variants: list[tuple[int, str]],
+    **fields: Any,
+) -> images_pb2.Image:
+    """CompleteImageJob under the job's lease with these (width, format) variants."""
+    result: images_pb2.Image = jobs.CompleteImageJob(
+        images_pb2.CompleteImageJobRequest(
+            image_id=job.image_id,
+            lease_token=job.lease_token,
+            width=width,
+            height=height,
+            variants=[images_pb2.ImageVariantKey(width=w, format=f) for w, f in variants],
+            **fields,
+        )
+    )
+    return result
+
+
 def media_files(media_dir: Path, folder: str) -> list[Path]:
     root = media_dir / folder
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def fetch(server: ContentServer, target: str, method: str = "GET", **headers: str) -> Answer:
+    """One request to the server's media port; `target` is a URL (its path is sent) or a raw
+    request target, sent byte for byte."""
+    if "://" in target:
+        parts = urlsplit(target)
+        assert parts.netloc == server.media_http, target
+        target = parts.path
+    host, port = server.media_http.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, target, headers={k.replace("_", "-"): v for k, v in headers.items()})
+        response = conn.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+@dataclass
+class Completed:
+    image: images_pb2.Image
+    original: bytes
+    webp: bytes
+    avif: bytes
+
+
+def completed_image(server: ContentServer, t: Tenant, data: bytes | None = None) -> Completed:
+    """An image through the whole job: uploaded, two variants, completed."""
+    images, jobs = images_stub(t.client), jobs_stub(server.admin)
+    original = data or picture("PNG", 120, 80, noise_seed=1)
+    upload(images, t.env_id, original)
+    job = claim(jobs).job
+    webp, avif = picture("WEBP", 60, 40, noise_seed=2), picture("AVIF", 30, 20, noise_seed=3)
+    upload_variant(jobs, job, webp, 60, 40, "webp")
+    upload_variant(jobs, job, avif, 30, 20, "avif")
+    done = complete(jobs, job, 120, 80, [(60, "webp"), (30, "avif")])
+    return Completed(done, original, webp, avif)

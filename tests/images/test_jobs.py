@@ -14,6 +14,7 @@ from content_service.db.models import Image as ImageRow
 from tests.content.tenants_and_pages import make_tenant, struct
 from tests.images.helpers import (
     claim,
+    complete,
     download,
     fail,
     images_stub,
@@ -98,19 +99,14 @@ def test_claim_extend_variants_complete(content_server: ContentServer) -> None:
         )
     assert err["reason"] == "VARIANT_NOT_UPLOADED"
 
-    done = jobs.CompleteImageJob(
-        images_pb2.CompleteImageJobRequest(
-            image_id=job.image_id,
-            lease_token=job.lease_token,
-            width=120,
-            height=80,
-            metadata=struct({"format": "PNG", "colours": ["#c81e1e"], "blurhash": "L00"}),
-            variants=[
-                images_pb2.ImageVariantKey(width=60, format="webp"),
-                images_pb2.ImageVariantKey(width=30, format="avif"),
-            ],
-            generated_alt_text="ignored: the uploader gave one",
-        )
+    done = complete(
+        jobs,
+        job,
+        120,
+        80,
+        [(60, "webp"), (30, "avif")],
+        metadata=struct({"format": "PNG", "colours": ["#c81e1e"], "blurhash": "L00"}),
+        generated_alt_text="ignored: the uploader gave one",
     )
     assert (done.state, done.width, done.height, done.alt_text) == (
         Image.STATE_COMPLETED,
@@ -129,7 +125,7 @@ def test_claim_extend_variants_complete(content_server: ContentServer) -> None:
         len(webp),
         60,
         40,
-        "",
+        sha(webp),
     )
     assert download(images, image.id, (30, "avif"))[1] == avif
 

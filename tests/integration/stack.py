@@ -230,6 +230,7 @@ class LocalStack:
         for prefix in SERVERS.values():
             self.env[f"{prefix}_HOST"] = "127.0.0.1"
             self.env[f"{prefix}_PORT"] = "0"
+        self.env["CONTENT_MEDIA_HTTP_PORT"] = "0"
         for prefix in [*SERVERS.values(), "WORKER"]:
             self.env[f"{prefix}_GRACE_SECONDS"] = str(GRACE_SECONDS)
 

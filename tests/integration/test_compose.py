@@ -95,6 +95,11 @@ def test_one_image_one_volume_and_settings_from_the_environment(config: dict[str
 
     content = services["content_service"]
     assert content["environment"]["CONTENT_HOST"] == "0.0.0.0"
+    # Media over HTTP: listening beyond the container, published, and URLs that point there.
+    media_port = content["environment"]["CONTENT_MEDIA_HTTP_PORT"]
+    assert content["environment"]["CONTENT_MEDIA_HTTP_HOST"] == "0.0.0.0"
+    assert content["environment"]["CONTENT_MEDIA_PUBLIC_URL"] == f"http://127.0.0.1:{media_port}"
+    assert f"127.0.0.1:{media_port}:{media_port}/tcp" in content["ports"], content["ports"]
     assert content["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert services["migrate"]["restart"] == "no"
 

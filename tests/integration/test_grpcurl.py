@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.client
+import io
 import json
 import shutil
 import subprocess
@@ -10,10 +14,13 @@ import sys
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from PIL import Image
 
 from tests.integration.stack import StackInfo
+from tests.support import wait_until
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
@@ -31,15 +38,24 @@ class Grpcurl:
         self.address = address
 
     def run(
-        self, *args: str, key: str | None = None, data: dict[str, Any] | None = None
+        self,
+        *args: str,
+        key: str | None = None,
+        data: dict[str, Any] | None = None,
+        stream: list[dict[str, Any]] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """`data` is one request message; `stream` several (a client stream), sent on stdin
+        as `-d @` reads them: one JSON object after another."""
         command = [self.binary, "-plaintext", "-max-time", "20"]
         if key:
             command += ["-H", f"authorization: Bearer {key}"]
         if data is not None:
             command += ["-d", json.dumps(data)]
+        if stream is not None:
+            command += ["-d", "@"]
         command += [self.address, *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+        stdin = "\n".join(json.dumps(m) for m in stream) if stream is not None else None
+        return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60)
 
     def call(self, method: str, data: dict[str, Any], key: str | None) -> dict[str, Any]:
         done = self.run(method, key=key, data=data)
@@ -79,16 +95,16 @@ def test_health_check_needs_no_key(grpcurl: Grpcurl) -> None:
     assert grpcurl.call("grpc.health.v1.Health/Check", {}, key=None) == {"status": "SERVING"}
 
 
-def test_create_and_get_a_page_with_json(grpcurl: Grpcurl, stack: StackInfo) -> None:
-    admin = stack.admin_key
+def tenant(grpcurl: Grpcurl, admin: str, name: str) -> tuple[str, dict[str, Any]]:
+    """A new team's key and its first environment, made with the admin key."""
     team = grpcurl.call(
         "loom.content.v1.TenancyService/CreateTeam",
-        {"team": {"name": f"curl-{uuid.uuid4().hex[:6]}"}},
+        {"team": {"name": f"{name}-{uuid.uuid4().hex[:6]}"}},
         admin,
     )
     key = grpcurl.call(
         "loom.content.v1.TenancyService/CreateApiKey",
-        {"team_id": team["id"], "name": "curl"},
+        {"team_id": team["id"], "name": name},
         admin,
     )["secret"]
     site = grpcurl.call("loom.content.v1.TenancyService/CreateSite", {"site": {"name": "S"}}, key)
@@ -97,6 +113,11 @@ def test_create_and_get_a_page_with_json(grpcurl: Grpcurl, stack: StackInfo) -> 
         {"site_id": site["id"], "environment": {"name": "dev"}},
         key,
     )
+    return str(key), env
+
+
+def test_create_and_get_a_page_with_json(grpcurl: Grpcurl, stack: StackInfo) -> None:
+    key, env = tenant(grpcurl, stack.admin_key, "curl")
     hero = grpcurl.call(
         "loom.content.v1.PageService/CreateSectionDefinition",
         {
@@ -158,3 +179,69 @@ def test_create_and_get_a_page_with_json(grpcurl: Grpcurl, stack: StackInfo) -> 
         "loom.content.v1.PageService/GetPage", data={"id": created["id"]}, key=None
     )
     assert "Code: Unauthenticated" in anonymous.stdout + anonymous.stderr
+
+
+def head_of(url: str) -> tuple[int, dict[str, str]]:
+    """`curl -sI URL` (http.client where curl is not installed): status and headers."""
+    curl = shutil.which("curl")
+    if curl is None:
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.netloc, timeout=10)
+        try:
+            conn.request("HEAD", parts.path)
+            answer = conn.getresponse()
+            return answer.status, {k.lower(): v for k, v in answer.getheaders()}
+        finally:
+            conn.close()
+    done = subprocess.run([curl, "-sS", "-I", url], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    status_line, *lines = done.stdout.strip().splitlines()
+    headers = dict(line.split(": ", 1) for line in lines if ": " in line)
+    return int(status_line.split()[1]), {k.lower(): v.strip() for k, v in headers.items()}
+
+
+@pytest.mark.needs_worker
+def test_an_image_uploaded_with_grpcurl_is_fetched_by_its_url(
+    grpcurl: Grpcurl, stack: StackInfo
+) -> None:
+    """The README tour's image: a client stream through grpcurl (the chunk in base64), the
+    URL from GetImage, `curl -I` on it, then the worker's variants and their URLs."""
+    key, env = tenant(grpcurl, stack.admin_key, "media")
+    png = io.BytesIO()
+    Image.new("RGB", (800, 500), "teal").save(png, format="PNG")
+    data = png.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    done = grpcurl.run(
+        "loom.content.v1.ImageService/UploadImage",
+        key=key,
+        stream=[
+            {"environment_id": env["id"], "filename": "tour.png", "mime_type": "image/png"},
+            {"chunk": base64.b64encode(data).decode()},
+        ],
+    )
+    assert done.returncode == 0, done.stderr
+    image = json.loads(done.stdout)
+    got = grpcurl.call("loom.content.v1.ImageService/GetImage", {"id": image["id"]}, key)
+    url = got["url"]
+    assert url == image["url"]
+    assert urlsplit(url).path == f"/originals/{digest}.png"
+
+    status, headers = head_of(url)
+    assert status == 200
+    assert headers["content-type"] == "image/png"
+    assert headers["content-length"] == str(len(data))
+    assert headers["etag"] == f'"{digest}"'
+    assert headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert headers["x-content-type-options"] == "nosniff"
+
+    def completed() -> dict[str, Any] | None:
+        answer = grpcurl.call("loom.content.v1.ImageService/GetImage", {"id": image["id"]}, key)
+        return answer if answer.get("state") == "STATE_COMPLETED" else None
+
+    finished = wait_until(completed, timeout=60, what="the worker to complete the image")
+    assert finished["variants"], finished
+    for variant in finished["variants"]:
+        assert urlsplit(variant["url"]).path == f"/variants/{variant['sha256']}.{variant['format']}"
+        status, headers = head_of(variant["url"])
+        assert (status, headers["content-type"]) == (200, variant["mime_type"])
+        assert headers["etag"] == f'"{variant["sha256"]}"'

@@ -31,6 +31,8 @@ def clean_env(data_dir: Path, **settings: str) -> dict[str, str]:
         "CONTENT_GRACE_SECONDS": "1",
         "VECTOR_GRACE_SECONDS": "1",
         "WORKER_GRACE_SECONDS": "1",
+        # Never the default media port, which a running `make run` may hold.
+        "CONTENT_MEDIA_HTTP_PORT": "0",
         **settings,
     }
 
@@ -142,12 +144,17 @@ def test_a_taken_port_is_one_line_from_the_supervisor(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "setting"), [("content_service", "CONTENT_PORT"), ("vector_service", "VECTOR_PORT")]
+    ("module", "setting"),
+    [
+        ("content_service", "CONTENT_PORT"),
+        ("content_service", "CONTENT_MEDIA_HTTP_PORT"),
+        ("vector_service", "VECTOR_PORT"),
+    ],
 )
 def test_a_service_on_a_taken_port_says_which_setting_moves_it(
     tmp_path: Path, module: str, setting: str
 ) -> None:
-    env = clean_env(tmp_path / "data", **{setting: "0"})
+    env = clean_env(tmp_path / "data", **{"CONTENT_PORT": "0", "VECTOR_PORT": "0", setting: "0"})
     if module == "content_service":
         subprocess.run(
             [sys.executable, "-m", "content_service", "migrate"], cwd=ROOT, env=env, check=True

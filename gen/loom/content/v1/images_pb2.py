@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cloom/content/v1/images.proto\x12\x0floom.content.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x04\n\x05Image\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12+\n\x05state\x18\x07 \x01(\x0e\x32\x1c.loom.content.v1.Image.State\x12\x10\n\x08\x61lt_text\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x12)\n\x08metadata\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x08variants\x18\x0c \x03(\x0b\x32\x1d.loom.content.v1.ImageVariant\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x14\n\x10STATE_PROCESSING\x10\x02\x12\x13\n\x0fSTATE_COMPLETED\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\"d\n\x0cImageVariant\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x11\n\tmime_type\x18\x05 \x01(\t\"0\n\x0fImageVariantKey\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"r\n\x12UploadImageRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x10\n\x08\x61lt_text\x18\x04 \x01(\t\x12\r\n\x05\x63hunk\x18\x05 \x01(\x0c\"\x1d\n\x0fGetImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x7f\n\x11ListImagesRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.loom.content.v1.Image.State\"U\n\x12ListImagesResponse\x12&\n\x06images\x18\x01 \x03(\x0b\x32\x16.loom.content.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44\x65leteImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\"U\n\x14\x44ownloadImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x07variant\x18\x02 \x01(\x0b\x32 .loom.content.v1.ImageVariantKey\"\x8e\x01\n\x15\x44ownloadImageResponse\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\x12\r\n\x05\x63hunk\x18\x07 \x01(\x0c\"O\n\x14\x43laimImageJobRequest\x12\'\n\x04wait\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06worker\x18\x02 \x01(\t\"?\n\x15\x43laimImageJobResponse\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x19.loom.content.v1.ImageJob\"\xbc\x02\n\x08ImageJob\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12\x11\n\tmime_type\x18\x06 \x01(\t\x12\x10\n\x08\x61lt_text\x18\x07 \x01(\t\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12\x0e\n\x06sha256\x18\t \x01(\t\x12\x13\n\x0blease_token\x18\n \x01(\t\x12\x35\n\x11lease_expire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x0c \x01(\x05\x12\x14\n\x0cmax_attempts\x18\r \x01(\x05\x12\x16\n\x0eprevious_error\x18\x0e \x01(\t\"@\n\x17\x45xtendImageLeaseRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\"Q\n\x18\x45xtendImageLeaseResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x19UploadImageVariantRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x05 \x01(\t\x12\r\n\x05\x63hunk\x18\x06 \x01(\x0c\"\xda\x01\n\x17\x43ompleteImageJobRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x08variants\x18\x06 \x03(\x0b\x32 .loom.content.v1.ImageVariantKey\x12\x1a\n\x12generated_alt_text\x18\x07 \x01(\t\"_\n\x13\x46\x61ilImageJobRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x32\xa7\x03\n\x0cImageService\x12L\n\x0bUploadImage\x12#.loom.content.v1.UploadImageRequest\x1a\x16.loom.content.v1.Image(\x01\x12\x44\n\x08GetImage\x12 .loom.content.v1.GetImageRequest\x1a\x16.loom.content.v1.Image\x12U\n\nListImages\x12\".loom.content.v1.ListImagesRequest\x1a#.loom.content.v1.ListImagesResponse\x12J\n\x0b\x44\x65leteImage\x12#.loom.content.v1.DeleteImageRequest\x1a\x16.google.protobuf.Empty\x12`\n\rDownloadImage\x12%.loom.content.v1.DownloadImageRequest\x1a&.loom.content.v1.DownloadImageResponse0\x01\x32\xe1\x03\n\x0fImageJobService\x12^\n\rClaimImageJob\x12%.loom.content.v1.ClaimImageJobRequest\x1a&.loom.content.v1.ClaimImageJobResponse\x12g\n\x10\x45xtendImageLease\x12(.loom.content.v1.ExtendImageLeaseRequest\x1a).loom.content.v1.ExtendImageLeaseResponse\x12\x61\n\x12UploadImageVariant\x12*.loom.content.v1.UploadImageVariantRequest\x1a\x1d.loom.content.v1.ImageVariant(\x01\x12T\n\x10\x43ompleteImageJob\x12(.loom.content.v1.CompleteImageJobRequest\x1a\x16.loom.content.v1.Image\x12L\n\x0c\x46\x61ilImageJob\x12$.loom.content.v1.FailImageJobRequest\x1a\x16.loom.content.v1.Imageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cloom/content/v1/images.proto\x12\x0floom.content.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x04\n\x05Image\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12+\n\x05state\x18\x07 \x01(\x0e\x32\x1c.loom.content.v1.Image.State\x12\x10\n\x08\x61lt_text\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x12)\n\x08metadata\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x08variants\x18\x0c \x03(\x0b\x32\x1d.loom.content.v1.ImageVariant\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03url\x18\x11 \x01(\t\"n\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_PENDING\x10\x01\x12\x14\n\x10STATE_PROCESSING\x10\x02\x12\x13\n\x0fSTATE_COMPLETED\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\"\x81\x01\n\x0cImageVariant\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x11\n\tmime_type\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x0b\n\x03url\x18\x07 \x01(\t\"0\n\x0fImageVariantKey\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"r\n\x12UploadImageRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x10\n\x08\x61lt_text\x18\x04 \x01(\t\x12\r\n\x05\x63hunk\x18\x05 \x01(\x0c\"\x1d\n\x0fGetImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x7f\n\x11ListImagesRequest\x12\x16\n\x0e\x65nvironment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12+\n\x05state\x18\x04 \x01(\x0e\x32\x1c.loom.content.v1.Image.State\"U\n\x12ListImagesResponse\x12&\n\x06images\x18\x01 \x03(\x0b\x32\x16.loom.content.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x44\x65leteImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\"U\n\x14\x44ownloadImageRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x07variant\x18\x02 \x01(\x0b\x32 .loom.content.v1.ImageVariantKey\"\x8e\x01\n\x15\x44ownloadImageResponse\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\x12\r\n\x05\x63hunk\x18\x07 \x01(\x0c\"O\n\x14\x43laimImageJobRequest\x12\'\n\x04wait\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06worker\x18\x02 \x01(\t\"?\n\x15\x43laimImageJobResponse\x12&\n\x03job\x18\x01 \x01(\x0b\x32\x19.loom.content.v1.ImageJob\"\xbc\x02\n\x08ImageJob\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x16\n\x0e\x65nvironment_id\x18\x04 \x01(\t\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12\x11\n\tmime_type\x18\x06 \x01(\t\x12\x10\n\x08\x61lt_text\x18\x07 \x01(\t\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12\x0e\n\x06sha256\x18\t \x01(\t\x12\x13\n\x0blease_token\x18\n \x01(\t\x12\x35\n\x11lease_expire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x0c \x01(\x05\x12\x14\n\x0cmax_attempts\x18\r \x01(\x05\x12\x16\n\x0eprevious_error\x18\x0e \x01(\t\"@\n\x17\x45xtendImageLeaseRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\"Q\n\x18\x45xtendImageLeaseResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x19UploadImageVariantRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\x05 \x01(\t\x12\r\n\x05\x63hunk\x18\x06 \x01(\x0c\"\xda\x01\n\x17\x43ompleteImageJobRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x08variants\x18\x06 \x03(\x0b\x32 .loom.content.v1.ImageVariantKey\x12\x1a\n\x12generated_alt_text\x18\x07 \x01(\t\"_\n\x13\x46\x61ilImageJobRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x32\xa7\x03\n\x0cImageService\x12L\n\x0bUploadImage\x12#.loom.content.v1.UploadImageRequest\x1a\x16.loom.content.v1.Image(\x01\x12\x44\n\x08GetImage\x12 .loom.content.v1.GetImageRequest\x1a\x16.loom.content.v1.Image\x12U\n\nListImages\x12\".loom.content.v1.ListImagesRequest\x1a#.loom.content.v1.ListImagesResponse\x12J\n\x0b\x44\x65leteImage\x12#.loom.content.v1.DeleteImageRequest\x1a\x16.google.protobuf.Empty\x12`\n\rDownloadImage\x12%.loom.content.v1.DownloadImageRequest\x1a&.loom.content.v1.DownloadImageResponse0\x01\x32\xe1\x03\n\x0fImageJobService\x12^\n\rClaimImageJob\x12%.loom.content.v1.ClaimImageJobRequest\x1a&.loom.content.v1.ClaimImageJobResponse\x12g\n\x10\x45xtendImageLease\x12(.loom.content.v1.ExtendImageLeaseRequest\x1a).loom.content.v1.ExtendImageLeaseResponse\x12\x61\n\x12UploadImageVariant\x12*.loom.content.v1.UploadImageVariantRequest\x1a\x1d.loom.content.v1.ImageVariant(\x01\x12T\n\x10\x43ompleteImageJob\x12(.loom.content.v1.CompleteImageJobRequest\x1a\x16.loom.content.v1.Image\x12L\n\x0c\x46\x61ilImageJob\x12$.loom.content.v1.FailImageJobRequest\x1a\x16.loom.content.v1.Imageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,45 +36,45 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loom.content.v1.images_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGE']._serialized_start=174
-  _globals['_IMAGE']._serialized_end=719
-  _globals['_IMAGE_STATE']._serialized_start=609
-  _globals['_IMAGE_STATE']._serialized_end=719
-  _globals['_IMAGEVARIANT']._serialized_start=721
-  _globals['_IMAGEVARIANT']._serialized_end=821
-  _globals['_IMAGEVARIANTKEY']._serialized_start=823
-  _globals['_IMAGEVARIANTKEY']._serialized_end=871
-  _globals['_UPLOADIMAGEREQUEST']._serialized_start=873
-  _globals['_UPLOADIMAGEREQUEST']._serialized_end=987
-  _globals['_GETIMAGEREQUEST']._serialized_start=989
-  _globals['_GETIMAGEREQUEST']._serialized_end=1018
-  _globals['_LISTIMAGESREQUEST']._serialized_start=1020
-  _globals['_LISTIMAGESREQUEST']._serialized_end=1147
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=1149
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=1234
-  _globals['_DELETEIMAGEREQUEST']._serialized_start=1236
-  _globals['_DELETEIMAGEREQUEST']._serialized_end=1268
-  _globals['_DOWNLOADIMAGEREQUEST']._serialized_start=1270
-  _globals['_DOWNLOADIMAGEREQUEST']._serialized_end=1355
-  _globals['_DOWNLOADIMAGERESPONSE']._serialized_start=1358
-  _globals['_DOWNLOADIMAGERESPONSE']._serialized_end=1500
-  _globals['_CLAIMIMAGEJOBREQUEST']._serialized_start=1502
-  _globals['_CLAIMIMAGEJOBREQUEST']._serialized_end=1581
-  _globals['_CLAIMIMAGEJOBRESPONSE']._serialized_start=1583
-  _globals['_CLAIMIMAGEJOBRESPONSE']._serialized_end=1646
-  _globals['_IMAGEJOB']._serialized_start=1649
-  _globals['_IMAGEJOB']._serialized_end=1965
-  _globals['_EXTENDIMAGELEASEREQUEST']._serialized_start=1967
-  _globals['_EXTENDIMAGELEASEREQUEST']._serialized_end=2031
-  _globals['_EXTENDIMAGELEASERESPONSE']._serialized_start=2033
-  _globals['_EXTENDIMAGELEASERESPONSE']._serialized_end=2114
-  _globals['_UPLOADIMAGEVARIANTREQUEST']._serialized_start=2117
-  _globals['_UPLOADIMAGEVARIANTREQUEST']._serialized_end=2245
-  _globals['_COMPLETEIMAGEJOBREQUEST']._serialized_start=2248
-  _globals['_COMPLETEIMAGEJOBREQUEST']._serialized_end=2466
-  _globals['_FAILIMAGEJOBREQUEST']._serialized_start=2468
-  _globals['_FAILIMAGEJOBREQUEST']._serialized_end=2563
-  _globals['_IMAGESERVICE']._serialized_start=2566
-  _globals['_IMAGESERVICE']._serialized_end=2989
-  _globals['_IMAGEJOBSERVICE']._serialized_start=2992
-  _globals['_IMAGEJOBSERVICE']._serialized_end=3473
+  _globals['_IMAGE']._serialized_end=732
+  _globals['_IMAGE_STATE']._serialized_start=622
+  _globals['_IMAGE_STATE']._serialized_end=732
+  _globals['_IMAGEVARIANT']._serialized_start=735
+  _globals['_IMAGEVARIANT']._serialized_end=864
+  _globals['_IMAGEVARIANTKEY']._serialized_start=866
+  _globals['_IMAGEVARIANTKEY']._serialized_end=914
+  _globals['_UPLOADIMAGEREQUEST']._serialized_start=916
+  _globals['_UPLOADIMAGEREQUEST']._serialized_end=1030
+  _globals['_GETIMAGEREQUEST']._serialized_start=1032
+  _globals['_GETIMAGEREQUEST']._serialized_end=1061
+  _globals['_LISTIMAGESREQUEST']._serialized_start=1063
+  _globals['_LISTIMAGESREQUEST']._serialized_end=1190
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=1192
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=1277
+  _globals['_DELETEIMAGEREQUEST']._serialized_start=1279
+  _globals['_DELETEIMAGEREQUEST']._serialized_end=1311
+  _globals['_DOWNLOADIMAGEREQUEST']._serialized_start=1313
+  _globals['_DOWNLOADIMAGEREQUEST']._serialized_end=1398
+  _globals['_DOWNLOADIMAGERESPONSE']._serialized_start=1401
+  _globals['_DOWNLOADIMAGERESPONSE']._serialized_end=1543
+  _globals['_CLAIMIMAGEJOBREQUEST']._serialized_start=1545
+  _globals['_CLAIMIMAGEJOBREQUEST']._serialized_end=1624
+  _globals['_CLAIMIMAGEJOBRESPONSE']._serialized_start=1626
+  _globals['_CLAIMIMAGEJOBRESPONSE']._serialized_end=1689
+  _globals['_IMAGEJOB']._serialized_start=1692
+  _globals['_IMAGEJOB']._serialized_end=2008
+  _globals['_EXTENDIMAGELEASEREQUEST']._serialized_start=2010
+  _globals['_EXTENDIMAGELEASEREQUEST']._serialized_end=2074
+  _globals['_EXTENDIMAGELEASERESPONSE']._serialized_start=2076
+  _globals['_EXTENDIMAGELEASERESPONSE']._serialized_end=2157
+  _globals['_UPLOADIMAGEVARIANTREQUEST']._serialized_start=2160
+  _globals['_UPLOADIMAGEVARIANTREQUEST']._serialized_end=2288
+  _globals['_COMPLETEIMAGEJOBREQUEST']._serialized_start=2291
+  _globals['_COMPLETEIMAGEJOBREQUEST']._serialized_end=2509
+  _globals['_FAILIMAGEJOBREQUEST']._serialized_start=2511
+  _globals['_FAILIMAGEJOBREQUEST']._serialized_end=2606
+  _globals['_IMAGESERVICE']._serialized_start=2609
+  _globals['_IMAGESERVICE']._serialized_end=3032
+  _globals['_IMAGEJOBSERVICE']._serialized_start=3035
+  _globals['_IMAGEJOBSERVICE']._serialized_end=3516
 # @@protoc_insertion_point(module_scope)

@@ -75,6 +75,7 @@ class Image(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned id."""
     environment_id: _builtins.str
@@ -101,6 +102,12 @@ class Image(_message.Message):
     """Output only. Why processing failed (or why the last attempt failed, while retrying)."""
     attempts: _builtins.int
     """Output only. How many times a worker claimed the image."""
+    url: _builtins.str
+    """Output only. Where a browser fetches the original over HTTP:
+    <CONTENT_MEDIA_PUBLIC_URL>/originals/<sha256>.<ext>. Content-addressed and immutable
+    (cached for a year); public to anyone who has it, like a CDN link. Served while an image
+    refers to these bytes, then 404.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Output only. What the worker found (format, colours, placeholder, ...)."""
@@ -136,10 +143,11 @@ class Image(_message.Message):
         attempts: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alt_text", b"alt_text", "attempts", b"attempts", "create_time", b"create_time", "environment_id", b"environment_id", "error", b"error", "filename", b"filename", "height", b"height", "id", b"id", "metadata", b"metadata", "mime_type", b"mime_type", "sha256", b"sha256", "size_bytes", b"size_bytes", "state", b"state", "update_time", b"update_time", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alt_text", b"alt_text", "attempts", b"attempts", "create_time", b"create_time", "environment_id", b"environment_id", "error", b"error", "filename", b"filename", "height", b"height", "id", b"id", "metadata", b"metadata", "mime_type", b"mime_type", "sha256", b"sha256", "size_bytes", b"size_bytes", "state", b"state", "update_time", b"update_time", "url", b"url", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -156,6 +164,8 @@ class ImageVariant(_message.Message):
     FORMAT_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     MIME_TYPE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
     width: _builtins.int
     """Width in pixels."""
     height: _builtins.int
@@ -166,6 +176,13 @@ class ImageVariant(_message.Message):
     """Size in bytes."""
     mime_type: _builtins.str
     """image/webp or image/avif."""
+    sha256: _builtins.str
+    """Output only. Lowercase hex sha256 of the variant's bytes (its URL's ETag)."""
+    url: _builtins.str
+    """Output only. Where a browser fetches the variant over HTTP:
+    <CONTENT_MEDIA_PUBLIC_URL>/variants/<sha256>.<format>. Content-addressed and immutable,
+    public to anyone who has it; served while a variant with these bytes exists, then 404.
+    """
     def __init__(
         self,
         *,
@@ -174,10 +191,12 @@ class ImageVariant(_message.Message):
         format: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         mime_type: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "mime_type", b"mime_type", "size_bytes", b"size_bytes", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "height", b"height", "mime_type", b"mime_type", "sha256", b"sha256", "size_bytes", b"size_bytes", "url", b"url", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -409,7 +428,9 @@ class DownloadImageResponse(_message.Message):
     height: _builtins.int
     """First message only. Height in pixels (0 for an original not processed yet)."""
     sha256: _builtins.str
-    """First message only. The original's sha256 (lowercase hex); empty for a variant."""
+    """First message only. The sha256 (lowercase hex) of the bytes that follow: the original's,
+    or the variant's.
+    """
     filename: _builtins.str
     """First message only. The image's file name."""
     chunk: _builtins.bytes
