@@ -10,7 +10,8 @@ from content_service.db.engine import UnsafeSqliteError
 from content_service.db.migrate import StaleSchemaError, upgrade
 from content_service.server import create_server, open_database
 from content_service.settings import ContentSettings
-from servicekit import logs
+from servicekit import logs, tracing
+from servicekit.metrics import MetricsPortInUse
 from servicekit.server import PortInUse, serve_until_signalled
 
 log = logging.getLogger("content_service")
@@ -21,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     args = parser.parse_args(argv)
     settings = ContentSettings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
+    if args.command == "serve":
+        tracing.configure(settings.traces, "content_service")
     try:
         if args.command == "migrate":
             db = open_database(settings)
@@ -36,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     except PortInUse as exc:
         log.error("%s; set CONTENT_PORT to another port", exc)
         return 2
-    serve_until_signalled(running, settings.grace_seconds, "content_service")
+    except MetricsPortInUse as exc:
+        log.error("%s; set CONTENT_METRICS_PORT to another port", exc)
+        return 2
+    try:
+        serve_until_signalled(running, settings.grace_seconds, "content_service")
+    finally:
+        tracing.shutdown()
     return 0
 
 

@@ -46,13 +46,14 @@ from content_service.api.tenancy import TenancyServicer
 from content_service.authn import ContentAuthenticator, KeyCache
 from content_service.db.engine import Database, SqliteOptions
 from content_service.db.migrate import ensure_current
+from content_service.gauges import DatabaseGauges, ImageJobGauges, OutboxGauges
 from content_service.images.runtime import ImageRuntime
 from content_service.indexing.dispatcher import Dispatcher
 from content_service.indexing.vector_client import VectorClient
 from content_service.settings import ContentSettings
 from servicekit.auth import load_or_create_secret
 from servicekit.edge import EdgeInterceptor
-from servicekit.server import Running, Service, build_server
+from servicekit.server import MetricsOptions, Running, Service, build_server
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,18 @@ def open_database(settings: ContentSettings) -> Database:
         settings.database_url,
         sqlite=SqliteOptions(busy_timeout_ms=settings.sqlite_busy_timeout_ms),
         pool_size=settings.db_pool_size,
+    )
+
+
+def metrics_options(settings: ContentSettings, db: Database) -> MetricsOptions | None:
+    """Where the Prometheus endpoint listens (None: CONTENT_METRICS_PORT is off), and the
+    gauges computed when it is scraped."""
+    if settings.metrics_port is None:
+        return None
+    return MetricsOptions(
+        settings.metrics_host,
+        settings.metrics_port,
+        [OutboxGauges(db), ImageJobGauges(db), DatabaseGauges(db)],
     )
 
 
@@ -139,6 +152,7 @@ def create_server(settings: ContentSettings, database: Database | None = None) -
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        metrics=metrics_options(settings, db),
     )
     checkpointer = db.checkpointer()
     if checkpointer is not None:

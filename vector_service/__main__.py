@@ -12,7 +12,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import logging
 import sys
 
-from servicekit import logs
+from servicekit import logs, tracing
+from servicekit.metrics import MetricsPortInUse
 from servicekit.server import PortInUse, serve_until_signalled
 from vector_service.embeddings import EmbeddingError
 from vector_service.server import create_server, loaded_embedder
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m vector_service (configured by environment variables)")
         return 2
     settings = VectorSettings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
+    tracing.configure(settings.traces, "vector_service")
     try:
         running = create_server(settings, embedder=loaded_embedder(settings))
     except EmbeddingError as exc:
@@ -35,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     except PortInUse as exc:
         log.error("%s; set VECTOR_PORT to another port", exc)
         return 2
-    serve_until_signalled(running, settings.grace_seconds, "vector_service")
+    except MetricsPortInUse as exc:
+        log.error("%s; set VECTOR_METRICS_PORT to another port", exc)
+        return 2
+    try:
+        serve_until_signalled(running, settings.grace_seconds, "vector_service")
+    finally:
+        tracing.shutdown()
     return 0
 
 

@@ -3,6 +3,7 @@ protos. The work is done by vector_service.store and vector_service.search."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,8 @@ from servicekit.pagination import MAX_PAGE_SIZE, page_of, page_request
 from vector_service import store
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
+from vector_service.gauges import collection_label
+from vector_service.metrics import SEARCH_SECONDS, UPSERTED_DOCUMENTS
 from vector_service.search import Hit, Mode, Query, Searcher
 from vector_service.store import rows
 
@@ -243,6 +246,13 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
             )
         raise_if(violations)
         outcome = self.store.upsert(collection, docs, self.embedder)
+        label = collection_label(collection)
+        for name, count in (
+            ("created", outcome.created),
+            ("updated", outcome.updated),
+            ("unchanged", outcome.unchanged),
+        ):
+            UPSERTED_DOCUMENTS.labels(label, name).inc(count)
         return vector_pb2.UpsertDocumentsResponse(
             created_count=outcome.created,
             updated_count=outcome.updated,
@@ -350,6 +360,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         if request.limit < 0 or request.limit > MAX_LIMIT:
             violations.append(FieldViolation("limit", f"must be 0-{MAX_LIMIT} (0 = default)"))
         raise_if(violations)
+        started = time.perf_counter()
         hits = self.searcher.search(
             Query(
                 collections=collections,
@@ -361,6 +372,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
                 limit=request.limit or DEFAULT_LIMIT,
             )
         )
+        SEARCH_SECONDS.labels(mode.value).observe(time.perf_counter() - started)
         return vector_pb2.SearchResponse(
             results=[hit_proto(h) for h in hits], mode=MODE_PROTOS[mode]
         )

@@ -1,0 +1,296 @@
+"""Prometheus metrics of our processes: the per-RPC families every server exports, and the
+scrape endpoint each process serves on its own port (`*_METRICS_PORT`, off by default).
+
+Families are process-wide (prometheus_client's default registry, with its `process_*` and
+`python_*` collectors): each process is one service, and counting costs a lock and an add.
+Gauges that need a query (outbox rows, jobs by state, table stats) are not kept up to date on
+the request path: each server hands `serve_metrics` collectors that compute them when
+Prometheus scrapes, so a busy server pays nothing for them between scrapes.
+
+The RPC families follow grpc-ecosystem/go-grpc-prometheus, so dashboards and alerts written
+for it work here: `grpc_server_started_total`, `grpc_server_handled_total` (by `grpc_code`),
+`grpc_server_handling_seconds` (histogram), plus `grpc_server_calls_in_flight`."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import grpc
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client import start_http_server as _start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from servicekit.handlers import Handler, final_code, rewrap
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "GaugeCollector",
+    "MetricsPortInUse",
+    "MetricsServer",
+    "RpcMetricsInterceptor",
+    "serve_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+# No `*_created` series beside every counter and histogram: they double what each scrape
+# carries, and Prometheus reads a restart from the counter itself.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# Seconds: from a cached read (sub-millisecond) to a long-poll claim (20 s).
+LATENCY_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+_RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+STARTED: Final = Counter("grpc_server_started_total", "RPCs started on the server.", _RPC_LABELS)
+HANDLED: Final = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, by status code.",
+    (*_RPC_LABELS, "grpc_code"),
+)
+HANDLING: Final = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from the start of an RPC to its status, on the server.",
+    _RPC_LABELS,
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT: Final = Gauge(
+    "grpc_server_calls_in_flight", "RPCs started and not yet completed.", _RPC_LABELS
+)
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.ServerInterceptor
+
+
+class _Method:
+    """The label children of one method, looked up once: the hot path only adds."""
+
+    __slots__ = ("_handled", "_labels", "handling", "in_flight", "started")
+
+    def __init__(self, kind: str, full_method: str) -> None:
+        service, _, name = full_method.lstrip("/").rpartition("/")
+        self._labels = (kind, service, name)
+        self.started = STARTED.labels(*self._labels)
+        self.handling = HANDLING.labels(*self._labels)
+        self.in_flight = IN_FLIGHT.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def begin(self) -> float:
+        self.started.inc()
+        self.in_flight.inc()
+        return time.perf_counter()
+
+    def end(self, began: float, code: grpc.StatusCode) -> None:
+        self.handling.observe(time.perf_counter() - began)
+        self.in_flight.dec()
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._handled[code] = HANDLED.labels(*self._labels, code.name)
+        handled.inc()
+
+
+class RpcMetricsInterceptor(_Interceptor):
+    """Counts every RPC (started, handled by code, in flight) and times it, from the moment
+    the server hands it to the interceptors to its status. Put it before the edge
+    interceptor, so refused keys and domain errors are counted with their codes."""
+
+    def __init__(self) -> None:
+        self._methods: dict[tuple[str, str], _Method] = {}
+        self._lock = threading.Lock()
+
+    def _method(self, kind: str, full_method: str) -> _Method:
+        key = (kind, full_method)
+        found = self._methods.get(key)
+        if found is None:
+            with self._lock:
+                found = self._methods.setdefault(key, _Method(kind, full_method))
+        return found
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None  # unknown method: gRPC answers UNIMPLEMENTED itself
+        method: str = handler_call_details.method
+
+        def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], kind: str) -> Any:
+            metric = self._method(kind, method)
+
+            def call(request: Any, context: grpc.ServicerContext) -> Any:
+                began = metric.begin()
+                failed = True
+                try:
+                    response = behavior(request, context)
+                    failed = False
+                    return response
+                finally:
+                    metric.end(began, final_code(context, failed))
+
+            return call
+
+        def streaming(
+            behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], kind: str
+        ) -> Any:
+            metric = self._method(kind, method)
+
+            def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                began = metric.begin()
+                failed = True
+                try:
+                    yield from behavior(request, context)
+                    failed = False
+                finally:
+                    metric.end(began, final_code(context, failed))
+
+            return call
+
+        return rewrap(handler, unary, streaming)
+
+
+# ------------------------------------------------------------------------ scrape-time gauges
+
+
+class GaugeCollector(Collector):
+    """A collector of gauges computed when Prometheus scrapes. Subclasses implement
+    `gauges()`; a failure (a database that does not answer, say) is logged once per streak
+    and costs only this collector's families: the scrape still answers, with
+    `loom_scrape_collector_up{collector=NAME}` 0."""
+
+    name = "collector"
+
+    def __init__(self) -> None:
+        self._failing = False
+
+    def gauges(self) -> Iterable[Metric]:
+        raise NotImplementedError
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily(
+            "loom_scrape_collector_up",
+            "1 when the collector's scrape-time query answered, 0 when it failed.",
+            labels=["collector"],
+        )
+        try:
+            families = list(self.gauges())
+        except Exception:  # a scrape must answer whatever one query does
+            if not self._failing:
+                log.warning("metrics collector %s failed", self.name, exc_info=True)
+            self._failing = True
+            families = []
+            up.add_metric([self.name], 0)
+        else:
+            if self._failing:
+                log.info("metrics collector %s works again", self.name)
+            self._failing = False
+            up.add_metric([self.name], 1)
+        return [*families, up]
+
+
+def gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=list(labels))
+
+
+# ------------------------------------------------------------------------- the HTTP endpoint
+
+
+class _ProcessWide(Collector):
+    """Every process-wide family (the default registry) in a registry of one endpoint."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+class _Merged(Collector):
+    """The process-wide families, then the endpoint's scrape-time collectors, as one
+    exposition. Each `loom_scrape_collector_up` sample comes from its own collector, so they
+    are merged into one family (an exposition must not repeat a family)."""
+
+    def __init__(self, collectors: Sequence[Collector]) -> None:
+        self._collectors = [_ProcessWide(), *collectors]
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for collector in self._collectors:
+            for family in collector.collect():
+                known = merged.get(family.name)
+                if known is None:
+                    merged[family.name] = family
+                else:
+                    known.samples.extend(family.samples)
+        return merged.values()
+
+
+class MetricsPortInUse(OSError):
+    """The metrics port is taken: the entry points name the *_METRICS_PORT setting."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"metrics port {host}:{port} is already in use")
+        self.host = host
+        self.port = port
+
+
+@dataclass
+class MetricsServer:
+    """A running scrape endpoint: GET http://host:port/metrics."""
+
+    host: str
+    port: int
+    _httpd: Any
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_metrics(host: str, port: int, collectors: Sequence[Collector] = ()) -> MetricsServer:
+    """Serves the process-wide families and `collectors` on host:port (0: a free port, which
+    the returned server names) from a thread of its own. Raises MetricsPortInUse."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged(collectors))
+    try:
+        httpd, thread = _start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise MetricsPortInUse(host, port) from None
+        raise
+    return MetricsServer(host, int(httpd.server_port), httpd, thread)
