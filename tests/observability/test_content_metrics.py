@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loom.content.v1 import pages_pb2
 
 from content_service.db.engine import sqlite_module
@@ -211,3 +212,43 @@ def test_outbox_deliveries_and_failures(observe: ObservedFactory) -> None:
     stack.vector.start()
     stack.drained()
     assert stack.content_metrics().value("loom_outbox_pending_rows") == 0
+
+
+def test_concurrent_calls_are_counted_exactly(content_servers: ContentServerFactory) -> None:
+    """The RPC counters take no lock (one set of cells per server thread, summed at scrape
+    time): concurrent calls from many threads still add up to the exact number."""
+    server = content_servers(metrics_port=0, workers=8)
+    port = server.running.metrics_port
+    check = {"grpc_service": "grpc.health.v1.Health", "grpc_method": "Check"}
+    before = scrape(port)
+    health = health_pb2_grpc.HealthStub(server.channel)
+    threads, calls = 8, 60
+
+    def client() -> None:
+        for _ in range(calls):
+            health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+    pool = [threading.Thread(target=client) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    after = scrape(port)
+    total = threads * calls
+
+    def moved(name: str, **labels: str) -> float:
+        return after.value(name, **labels) - before.value(name, **labels)
+
+    assert moved("grpc_server_started_total", **check) == total
+    assert moved("grpc_server_handled_total", **check, grpc_code="OK") == total
+    assert moved("grpc_server_handling_seconds_count", **check) == total
+    assert moved("grpc_server_handling_seconds_bucket", **check, le="+Inf") == total
+    assert after.value("grpc_server_calls_in_flight", **check) == 0
+    # Cumulative buckets never decrease.
+    buckets = sorted(
+        (float(labels["le"]), value)
+        for name, labels, value in after.samples
+        if name == "grpc_server_handling_seconds_bucket"
+        and all(labels.get(k) == v for k, v in check.items())
+    )
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)
