@@ -62,6 +62,8 @@ Mode = Literal["off", "otlp", "console"]
 REQUEST_ID_METADATA: Final = "x-request-id"
 REQUEST_ID_ATTRIBUTE: Final = "loom.request_id"
 TRACEPARENT: Final = "traceparent"
+# Health checks are probes every few seconds: a trace each would bury the real ones.
+UNTRACED_PREFIX: Final = "/grpc.health.v1."
 # A delivery that joins more traces than this links to the first ones only.
 MAX_LINKS: Final = 64
 # Server codes that are the server's failure (OpenTelemetry's gRPC conventions); the others
@@ -282,9 +284,9 @@ def new_request_id() -> str:
 
 
 class _TracingInterceptor(_Interceptor):
-    """A SERVER span per RPC. The request id is the caller's `x-request-id`; a call without
-    one gets one here, passed on in the metadata the inner interceptors read, so the edge's
-    log lines and this span carry the same id."""
+    """A SERVER span per RPC (health checks aside). The request id is the caller's
+    `x-request-id`; a call without one gets one here, passed on in the metadata the inner
+    interceptors read, so the edge's log lines and this span carry the same id."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
@@ -294,8 +296,10 @@ class _TracingInterceptor(_Interceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
-        metadata = tuple(handler_call_details.invocation_metadata or ())
         method: str = handler_call_details.method
+        if method.startswith(UNTRACED_PREFIX):
+            return continuation(handler_call_details)
+        metadata = tuple(handler_call_details.invocation_metadata or ())
         request_id = _value(metadata, REQUEST_ID_METADATA)
         if request_id is None:
             request_id = new_request_id()
