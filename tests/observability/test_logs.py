@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -131,3 +132,26 @@ def test_a_process_started_with_log_format_json_logs_json(tmp_path: Path) -> Non
     assert lines
     assert {"time", "level", "logger", "message", "request_id"} <= set(lines[-1])
     assert "is up to date" in str(lines[-1]["message"])
+
+
+def test_a_taken_metrics_port_is_one_line_naming_its_setting(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CONTENT_", "WORKER_", "LOG_", "LOOM_"))
+        }
+        env.update(DATA_DIR=str(tmp_path), WORKER_METRICS_PORT=str(port))
+        done = subprocess.run(
+            [sys.executable, "-m", "image_worker"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"127.0.0.1:{port} is already in use; set WORKER_METRICS_PORT" in lines[0]
