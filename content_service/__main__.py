@@ -11,8 +11,7 @@ from content_service.db.migrate import StaleSchemaError, upgrade
 from content_service.server import create_server, open_database
 from content_service.settings import ContentSettings
 from servicekit import logs, tracing
-from servicekit.metrics import MetricsPortInUse
-from servicekit.server import PortInUse, serve_until_signalled
+from servicekit.server import serve_main
 
 log = logging.getLogger("content_service")
 
@@ -32,21 +31,16 @@ def main(argv: list[str] | None = None) -> int:
             log.info("database at %s is up to date", db.url.split("@")[-1])
             db.dispose()
             return 0
-        running = create_server(settings)
+        return serve_main(
+            lambda: create_server(settings),
+            what="content_service",
+            grace=settings.grace_seconds,
+            port_setting="CONTENT_PORT",
+            metrics_setting="CONTENT_METRICS_PORT",
+        )
     except (StaleSchemaError, UnsafeSqliteError) as exc:
         log.error("%s", exc)
         return 2
-    except PortInUse as exc:
-        log.error("%s; set CONTENT_PORT to another port", exc)
-        return 2
-    except MetricsPortInUse as exc:
-        log.error("%s; set CONTENT_METRICS_PORT to another port", exc)
-        return 2
-    try:
-        serve_until_signalled(running, settings.grace_seconds, "content_service")
-    finally:
-        tracing.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,42 +29,41 @@ from servicekit.metrics import GaugeCollector, gauge
 OPEN_STATES = ("pending", "processing")
 
 
-class OutboxGauges(GaugeCollector):
-    name = "outbox"
-
+class _OfDatabase(GaugeCollector):
     def __init__(self, db: Database) -> None:
         super().__init__()
         self._db = db
+
+
+class OutboxGauges(_OfDatabase):
+    name = "outbox"
 
     def gauges(self) -> Iterable[Metric]:
         with self._db.read() as s:
             pending, oldest, failing = outbox_counts(s)
-        age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
-        rows = gauge(
-            "loom_outbox_pending_rows", "Index changes not yet delivered to vector_service."
-        )
-        rows.add_metric([], pending)
-        tried = gauge(
-            "loom_outbox_failing_rows",
-            "Pending index changes whose delivery failed at least once (GetIndexingStatus "
-            "has the last error).",
-        )
-        tried.add_metric([], failing)
-        oldest_age = gauge(
-            "loom_outbox_oldest_pending_age_seconds",
-            "Age of the oldest undelivered index change (0 when none): how far semantic "
-            "search is behind the content.",
-        )
-        oldest_age.add_metric([], age)
-        return [rows, tried, oldest_age]
+        return [
+            gauge(
+                "loom_outbox_pending_rows",
+                "Index changes not yet delivered to vector_service.",
+                value=pending,
+            ),
+            gauge(
+                "loom_outbox_failing_rows",
+                "Pending index changes whose delivery failed at least once (GetIndexingStatus "
+                "has the last error).",
+                value=failing,
+            ),
+            gauge(
+                "loom_outbox_oldest_pending_age_seconds",
+                "Age of the oldest undelivered index change (0 when none): how far semantic "
+                "search is behind the content.",
+                value=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+            ),
+        ]
 
 
-class ImageJobGauges(GaugeCollector):
+class ImageJobGauges(_OfDatabase):
     name = "image_jobs"
-
-    def __init__(self, db: Database) -> None:
-        super().__init__()
-        self._db = db
 
     def gauges(self) -> Iterable[Metric]:
         with self._db.read() as s:
@@ -88,8 +87,8 @@ class ImageJobGauges(GaugeCollector):
             "loom_image_jobs_expired_leases",
             "Processing image jobs whose lease has expired: their worker stopped extending "
             "it (gone, or stuck); the next claim takes them over.",
+            value=expired or 0,
         )
-        stalled.add_metric([], expired or 0)
         return [jobs, stalled]
 
 
@@ -100,26 +99,27 @@ def _size(path: Path) -> int:
         return 0
 
 
-class DatabaseGauges(GaugeCollector):
+class DatabaseGauges(_OfDatabase):
     name = "database"
-
-    def __init__(self, db: Database) -> None:
-        super().__init__()
-        self._db = db
 
     def gauges(self) -> Iterable[Metric]:
         families: list[Metric] = []
         path = self._db.sqlite_path
         if path is not None:
-            wal = gauge(
-                "loom_sqlite_wal_bytes",
-                "Size of the SQLite write-ahead log. The background checkpointer copies it "
-                "into the database every 0.25 s; it grows while a long reader holds it back.",
-            )
-            wal.add_metric([], _size(path.with_name(path.name + "-wal")))
-            main = gauge("loom_sqlite_database_bytes", "Size of the SQLite database file.")
-            main.add_metric([], _size(path))
-            families += [wal, main]
+            families += [
+                gauge(
+                    "loom_sqlite_wal_bytes",
+                    "Size of the SQLite write-ahead log. The background checkpointer copies "
+                    "it into the database every 0.25 s; it grows while a long reader holds "
+                    "it back.",
+                    value=_size(path.with_name(path.name + "-wal")),
+                ),
+                gauge(
+                    "loom_sqlite_database_bytes",
+                    "Size of the SQLite database file.",
+                    value=_size(path),
+                ),
+            ]
         used = gauge(
             "loom_db_pool_connections",
             "Database connections of this process, by pool and state (checked_out: in use by "

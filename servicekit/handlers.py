@@ -1,15 +1,15 @@
 """What the interceptors that wrap a server's handlers share (servicekit.metrics and
-servicekit.tracing): rebuilding a handler around a wrapped behavior, and the status code a
-call ended with."""
+servicekit.tracing): rebuilding a handler around a wrapped behavior, running something before
+and after every call with the status code it ended with, and that status code."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-__all__ = ["Handler", "final_code", "rewrap"]
+__all__ = ["Handler", "final_code", "observed", "rewrap"]
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -60,3 +60,43 @@ def final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
     if not failed:
         return grpc.StatusCode.OK
     return grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
+
+
+_Started = TypeVar("_Started")
+
+
+def observed(
+    handler: Handler,
+    start: Callable[[str], _Started],
+    finish: Callable[[_Started, grpc.StatusCode], None],
+) -> Handler:
+    """`handler` with `start(kind)` called as each call begins and `finish(what start
+    returned, the status code)` as it ends, however it ends (a stream: once it is exhausted,
+    failed or dropped)."""
+
+    def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], kind: str) -> Any:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            started = start(kind)
+            failed = True
+            try:
+                response = behavior(request, context)
+                failed = False
+                return response
+            finally:
+                finish(started, final_code(context, failed))
+
+        return call
+
+    def streaming(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], kind: str) -> Any:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = start(kind)
+            failed = True
+            try:
+                yield from behavior(request, context)
+                failed = False
+            finally:
+                finish(started, final_code(context, failed))
+
+        return call
+
+    return rewrap(handler, unary, streaming)

@@ -20,7 +20,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,7 +35,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from servicekit.handlers import Handler, final_code, rewrap
+from servicekit.handlers import Handler, observed
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -216,38 +216,16 @@ class RpcMetricsInterceptor(_Interceptor):
         method: str = handler_call_details.method
         stats = self._stats
 
-        def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], kind: str) -> Any:
-            def call(request: Any, context: grpc.ServicerContext) -> Any:
-                cells = stats.cells(kind, method)
-                cells.started += 1
-                began = time.perf_counter()
-                failed = True
-                try:
-                    response = behavior(request, context)
-                    failed = False
-                    return response
-                finally:
-                    stats.observe(cells, time.perf_counter() - began, final_code(context, failed))
+        def start(kind: str) -> tuple[_Cells, float]:
+            cells = stats.cells(kind, method)
+            cells.started += 1
+            return cells, time.perf_counter()
 
-            return call
+        def finish(started: tuple[_Cells, float], code: grpc.StatusCode) -> None:
+            cells, began = started
+            stats.observe(cells, time.perf_counter() - began, code)
 
-        def streaming(
-            behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], kind: str
-        ) -> Any:
-            def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                cells = stats.cells(kind, method)
-                cells.started += 1
-                began = time.perf_counter()
-                failed = True
-                try:
-                    yield from behavior(request, context)
-                    failed = False
-                finally:
-                    stats.observe(cells, time.perf_counter() - began, final_code(context, failed))
-
-            return call
-
-        return rewrap(handler, unary, streaming)
+        return observed(handler, start, finish)
 
 
 # ------------------------------------------------------------------------ scrape-time gauges
@@ -289,7 +267,12 @@ class GaugeCollector(Collector):
         return [*families, up]
 
 
-def gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+def gauge(
+    name: str, documentation: str, labels: Sequence[str] = (), value: float | None = None
+) -> GaugeMetricFamily:
+    """A gauge family for a collector to fill; with `value`, its one unlabelled sample."""
+    if value is not None:
+        return GaugeMetricFamily(name, documentation, value=value)
     return GaugeMetricFamily(name, documentation, labels=list(labels))
 
 

@@ -30,7 +30,12 @@ from prometheus_client.registry import Collector
 
 from servicekit import tracing
 from servicekit.lifeline import Lifeline
-from servicekit.metrics import MetricsServer, RpcMetricsInterceptor, serve_metrics
+from servicekit.metrics import (
+    MetricsPortInUse,
+    MetricsServer,
+    RpcMetricsInterceptor,
+    serve_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +226,30 @@ def serve_until_signalled(running: Running, grace: float, what: str) -> None:
     wait_for_signal(stopping)
     running.stop(grace)
     log.info("%s stopped", what)
+
+
+def serve_main(
+    build: Callable[[], Running],
+    *,
+    what: str,
+    grace: float,
+    port_setting: str,
+    metrics_setting: str,
+) -> int:
+    """A server's __main__ once its settings are read: builds the server, serves it until
+    SIGTERM/SIGINT and returns 0, exporting the traces still buffered on the way out. A
+    port already taken is one log line naming its setting, and 2. Whatever else `build`
+    raises is the caller's to report."""
+    try:
+        running = build()
+    except PortInUse as exc:
+        log.error("%s; set %s to another port", exc, port_setting)
+        return 2
+    except MetricsPortInUse as exc:
+        log.error("%s; set %s to another port", exc, metrics_setting)
+        return 2
+    try:
+        serve_until_signalled(running, grace, what)
+    finally:
+        tracing.shutdown()
+    return 0

@@ -36,7 +36,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from servicekit.handlers import Handler, final_code, rewrap
+from servicekit.handlers import Handler, observed
 
 __all__ = [
     "REQUEST_ID_ATTRIBUTE",
@@ -314,9 +314,9 @@ class _TracingInterceptor(_Interceptor):
         attributes = {**_rpc_attributes(method), REQUEST_ID_ATTRIBUTE: request_id}
         incoming = _value(metadata, TRACEPARENT)
 
-        def started() -> AbstractContextManager[trace.Span]:
+        def start(_kind: str) -> tuple[AbstractContextManager[trace.Span], trace.Span]:
             parent = _PROPAGATOR.extract({TRACEPARENT: incoming}) if incoming else None
-            return tracer.start_as_current_span(
+            scope = tracer.start_as_current_span(
                 name,
                 context=parent,
                 kind=SpanKind.SERVER,
@@ -324,33 +324,16 @@ class _TracingInterceptor(_Interceptor):
                 record_exception=False,
                 set_status_on_exception=False,
             )
+            return scope, scope.__enter__()
 
-        def unary(behavior: Callable[[Any, grpc.ServicerContext], Any], _kind: str) -> Any:
-            def call(request: Any, context: grpc.ServicerContext) -> Any:
-                with started() as server:
-                    failed = True
-                    try:
-                        response = behavior(request, context)
-                        failed = False
-                        return response
-                    finally:
-                        _end_server(server, final_code(context, failed))
+        def finish(
+            started: tuple[AbstractContextManager[trace.Span], trace.Span], code: grpc.StatusCode
+        ) -> None:
+            scope, server = started
+            _end_server(server, code)
+            scope.__exit__(None, None, None)
 
-            return call
-
-        def streaming(behavior: Callable[[Any, grpc.ServicerContext], Any], _kind: str) -> Any:
-            def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                with started() as server:
-                    failed = True
-                    try:
-                        yield from behavior(request, context)
-                        failed = False
-                    finally:
-                        _end_server(server, final_code(context, failed))
-
-            return call
-
-        return rewrap(handler, unary, streaming)
+        return observed(handler, start, finish)
 
 
 def _end_server(server: trace.Span, code: grpc.StatusCode) -> None:

@@ -13,8 +13,7 @@ import logging
 import sys
 
 from servicekit import logs, tracing
-from servicekit.metrics import MetricsPortInUse
-from servicekit.server import PortInUse, serve_until_signalled
+from servicekit.server import serve_main
 from vector_service.embeddings import EmbeddingError
 from vector_service.server import create_server, loaded_embedder
 from vector_service.settings import VectorSettings
@@ -30,21 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     tracing.configure(settings.traces, "vector_service")
     try:
-        running = create_server(settings, embedder=loaded_embedder(settings))
+        embedder = loaded_embedder(settings)
     except EmbeddingError as exc:
         log.error("cannot set up the %s embedder: %s", settings.provider, exc)
         return 2
-    except PortInUse as exc:
-        log.error("%s; set VECTOR_PORT to another port", exc)
-        return 2
-    except MetricsPortInUse as exc:
-        log.error("%s; set VECTOR_METRICS_PORT to another port", exc)
-        return 2
-    try:
-        serve_until_signalled(running, settings.grace_seconds, "vector_service")
-    finally:
-        tracing.shutdown()
-    return 0
+    return serve_main(
+        lambda: create_server(settings, embedder=embedder),
+        what="vector_service",
+        grace=settings.grace_seconds,
+        port_setting="VECTOR_PORT",
+        metrics_setting="VECTOR_METRICS_PORT",
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loom.content.v1 import images_pb2, images_pb2_grpc, indexing_pb2, indexing_pb2_grpc
+from loom.content.v1 import images_pb2, indexing_pb2, indexing_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,9 +20,8 @@ from content_service.db.engine import Database
 from image_worker.worker import Worker
 from servicekit import tracing
 from tests.content.tenants_and_pages import Tenant, make_tenant
-from tests.images.helpers import upload
+from tests.images.helpers import images_stub, upload
 from tests.support import (
-    SERVICE_TOKEN,
     ContentServer,
     CountingEmbedder,
     Scrape,
@@ -102,11 +101,7 @@ class Observed:
 
     @property
     def images(self) -> Stub:
-        return self.tenant.client.stub(images_pb2_grpc.ImageServiceStub)
-
-    @property
-    def jobs(self) -> Stub:
-        return Stub(images_pb2_grpc.ImageJobServiceStub(self.content.channel), SERVICE_TOKEN)
+        return images_stub(self.tenant.client)
 
     def content_metrics(self) -> Scrape:
         return scrape(self.content.running.metrics_port)

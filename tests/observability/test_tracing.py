@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import text
 
 from servicekit import tracing
-from tests.content.tenants_and_pages import Tenant, make_definition, make_tenant, struct
+from tests.content.tenants_and_pages import make_definition, make_page, make_tenant
 from tests.images.helpers import picture
 from tests.observability.conftest import ObservedFactory, Spans
 from tests.support import ContentServerFactory, raises_status
@@ -32,34 +32,12 @@ def backend() -> str:
     return "sqlite"
 
 
-def _create_page(tenant: Tenant, definition_id: str, slug: str, request_id: str) -> str:
-    page = tenant.client.pages.CreatePage(
-        pages_pb2.CreatePageRequest(
-            environment_id=tenant.env_id,
-            page=pages_pb2.Page(
-                slug=slug,
-                title=f"Page {slug}",
-                sections=[
-                    pages_pb2.Section(
-                        definition_id=definition_id, content=struct({"title": "Plans"})
-                    )
-                ],
-            ),
-        ),
-        metadata=(
-            ("authorization", f"Bearer {tenant.key}"),
-            ("x-request-id", request_id),
-        ),
-    )
-    return str(page.id)
-
-
 def test_a_page_write_and_its_delivery_to_vector_service_are_one_trace(
     spans: Spans, observe: ObservedFactory
 ) -> None:
     stack = observe()
     definition = make_definition(stack.tenant).id
-    _create_page(stack.tenant, definition, "pricing", "req-pricing-1")
+    make_page(stack.tenant, definition, "pricing", request_id="req-pricing-1")
     stack.drained()
 
     write = spans.one(CREATE_PAGE, **{tracing.REQUEST_ID_ATTRIBUTE: "req-pricing-1"})
@@ -92,7 +70,7 @@ def test_the_outbox_row_carries_the_writers_trace(
 ) -> None:
     server = content_servers()  # no vector_service: the row stays
     tenant = make_tenant(server.admin)
-    _create_page(tenant, make_definition(tenant).id, "kept", "req-kept")
+    make_page(tenant, make_definition(tenant).id, "kept", request_id="req-kept")
     write = spans.one(CREATE_PAGE, **{tracing.REQUEST_ID_ATTRIBUTE: "req-kept"})
     with server.db.read() as s:
         (stored,) = s.execute(text("SELECT traceparent FROM index_outbox")).scalars().all()
@@ -108,7 +86,7 @@ def test_with_tracing_off_rows_carry_no_trace(content_servers: ContentServerFact
     assert not tracing.enabled()
     server = content_servers()
     tenant = make_tenant(server.admin)
-    _create_page(tenant, make_definition(tenant).id, "untraced", "req-untraced")
+    make_page(tenant, make_definition(tenant).id, "untraced", request_id="req-untraced")
     with server.db.read() as s:
         assert s.execute(text("SELECT traceparent FROM index_outbox")).scalars().all() == [None]
 
