@@ -5,8 +5,10 @@ tracing tests, the OpenTelemetry SDK with its in-memory exporter."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from tests.support import (
 )
 
 Image = images_pb2.Image
+_WORKER_NUMBERS = itertools.count(1)
 
 
 class Spans:
@@ -97,7 +100,8 @@ class Observed:
     content: ContentServer
     tenant: Tenant
     embedder: CountingEmbedder
-    workers: list[Worker] = field(default_factory=list)
+    # Stops what was started, the last first (workers, then content, then vector).
+    cleanup: ExitStack
 
     @property
     def images(self) -> Stub:
@@ -123,7 +127,7 @@ class Observed:
 
     def start_worker(self, **overrides: Any) -> Worker:
         values: dict[str, Any] = {
-            "name": f"observed-worker-{len(self.workers) + 1}",
+            "name": f"observed-worker-{next(_WORKER_NUMBERS)}",
             "concurrency": 1,
             "widths": (64, 128),
             "claim_wait_seconds": 5.0,
@@ -134,8 +138,8 @@ class Observed:
         worker = Worker(
             worker_settings(self.tmp_path, self.content.address, self.vector.address, **values)
         )
-        self.workers.append(worker)
         worker.start()
+        self.cleanup.callback(worker.stop, 0)
         return worker
 
     def upload(self, data: bytes, filename: str = "photo.png") -> images_pb2.Image:
@@ -160,30 +164,24 @@ def observe(migrated_db: Database, tmp_path: Path) -> Iterator[ObservedFactory]:
     """`observe(**content_overrides)`: vector_service, then content_service delivering its
     outbox to it, both serving metrics, and a tenant. Built when called, so a test's
     `spans` fixture (tracing on) comes first."""
-    made: list[Observed] = []
+    with ExitStack() as cleanup:
 
-    def make(**content_overrides: Any) -> Observed:
-        embedder = hash_embedder()
-        vector = VectorServer(vector_settings(tmp_path / "vector", metrics_port=0), embedder)
-        settings = content_settings(
-            tmp_path / "content",
-            migrated_db.url,
-            vector_address=vector.address,
-            outbox_poll_seconds=0.05,
-            outbox_backoff_cap_seconds=1.0,
-            metrics_port=0,
-            **content_overrides,
-        )
-        content = start_content(settings, migrated_db)
-        stack = Observed(
-            migrated_db, tmp_path, vector, content, make_tenant(content.admin), embedder
-        )
-        made.append(stack)
-        return stack
+        def make(**content_overrides: Any) -> Observed:
+            embedder = hash_embedder()
+            vector = VectorServer(vector_settings(tmp_path / "vector", metrics_port=0), embedder)
+            cleanup.callback(vector.close)
+            settings = content_settings(
+                tmp_path / "content",
+                migrated_db.url,
+                vector_address=vector.address,
+                outbox_poll_seconds=0.05,
+                outbox_backoff_cap_seconds=1.0,
+                metrics_port=0,
+                **content_overrides,
+            )
+            content = start_content(settings, migrated_db)
+            cleanup.callback(content.stop)
+            tenant = make_tenant(content.admin)
+            return Observed(migrated_db, tmp_path, vector, content, tenant, embedder, cleanup)
 
-    yield make
-    for stack in made:
-        for worker in stack.workers:
-            worker.stop(grace=0)
-        stack.content.stop()
-        stack.vector.close()
+        yield make
