@@ -45,6 +45,7 @@ BENCHMARKS = [
     Benchmark("vector_search", "bench.vector_search", optional=True),  # 3
     Benchmark("worker_pipeline", "bench.worker_pipeline", optional=True),  # 4
     Benchmark("embedder", "bench.embedder", optional=True),  # 5
+    Benchmark("rpc_metrics", "bench.rpc_metrics"),  # 6
 ]
 
 

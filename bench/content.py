@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,15 +68,20 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return out
 
 
-def serve_content(data_dir: str, ready: Any, stop: Any) -> None:
+def serve_content(data_dir: str, ready: Any, stop: Any, metrics: str = "env") -> None:
     """The content server exactly as `python -m content_service serve` builds it, plus the
-    Echo service (registered here only, never in the real server)."""
+    Echo service (registered here only, never in the real server). `metrics`: "env" as
+    CONTENT_METRICS_PORT says (off by default), "on" (a free port) or "off"."""
     try:
         from content_service.db.migrate import upgrade
         from content_service.server import create_server, open_database
         from content_service.settings import ContentSettings
 
+        chosen: dict[str, Any] = {"on": {"metrics_port": 0}, "off": {"metrics_port": None}}.get(
+            metrics, {}
+        )
         settings = ContentSettings(
+            **chosen,
             data_dir=Path(data_dir),
             host="127.0.0.1",
             port=0,
@@ -99,6 +104,7 @@ def serve_content(data_dir: str, ready: Any, stop: Any) -> None:
     ready.put(
         {
             "port": running.port,
+            "metrics_port": running.metrics_port,
             "workers": settings.workers,
             "database": str(Path(data_dir) / "content.db"),
         }
@@ -109,11 +115,14 @@ def serve_content(data_dir: str, ready: Any, stop: Any) -> None:
 
 
 @contextmanager
-def content_server() -> Iterator[tuple[ServerProcess, grpc.Channel, Path]]:
-    """The content server in its own process, on SQLite in a temporary DATA_DIR."""
+def content_server(
+    serve: Callable[[str, Any, Any], None] = serve_content,
+) -> Iterator[tuple[ServerProcess, grpc.Channel, Path]]:
+    """The content server in its own process (`serve`: serve_content, or a module-level
+    function calling it), on SQLite in a temporary DATA_DIR."""
     with (
         tempfile.TemporaryDirectory(prefix="loom-bench-") as tmp,
-        server_process(serve_content, tmp) as server,
+        server_process(serve, tmp) as server,
         grpc.insecure_channel(server.address) as channel,
     ):
         yield server, channel, Path(tmp)

@@ -46,6 +46,7 @@ from content_service.api.tenancy import TenancyServicer
 from content_service.authn import ContentAuthenticator, KeyCache
 from content_service.db.engine import Database, SqliteOptions
 from content_service.db.migrate import ensure_current
+from content_service.gauges import DatabaseGauges, ImageJobGauges, OutboxGauges
 from content_service.images.http import MediaApp, MediaHttpServer
 from content_service.images.media import MediaStore
 from content_service.images.runtime import ImageRuntime
@@ -55,7 +56,7 @@ from content_service.indexing.vector_client import VectorClient
 from content_service.settings import ContentSettings
 from servicekit.auth import load_or_create_secret
 from servicekit.edge import EdgeInterceptor
-from servicekit.server import Running, Service, build_server, check_free
+from servicekit.server import MetricsOptions, Running, Service, build_server, check_free
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,18 @@ def open_database(settings: ContentSettings) -> Database:
         settings.database_url,
         sqlite=SqliteOptions(busy_timeout_ms=settings.sqlite_busy_timeout_ms),
         pool_size=settings.db_pool_size,
+    )
+
+
+def metrics_options(settings: ContentSettings, db: Database) -> MetricsOptions | None:
+    """Where the Prometheus endpoint listens (None: CONTENT_METRICS_PORT is off), and the
+    gauges computed when it is scraped."""
+    if settings.metrics_port is None:
+        return None
+    return MetricsOptions(
+        settings.metrics_host,
+        settings.metrics_port,
+        [OutboxGauges(db), ImageJobGauges(db), DatabaseGauges(db)],
     )
 
 
@@ -186,4 +199,5 @@ def _grpc_server(
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        metrics=metrics_options(settings, db),
     )

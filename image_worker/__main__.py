@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from image_worker.settings import WorkerSettings
 from image_worker.worker import Worker
-from servicekit import logs
+from servicekit import logs, tracing
+from servicekit.metrics import MetricsPortInUse
 from servicekit.server import wait_for_signal
 
 log = logging.getLogger("image_worker")
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"image_worker: bad settings:\n{exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
+    tracing.configure(settings.traces, "image_worker")
     signals = 0
     stopping = threading.Event()
     worker = Worker(settings)
@@ -49,9 +51,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.start()
-    wait_for_signal(stopping)
-    worker.stop(settings.grace_seconds)
+    try:
+        worker.start()
+    except MetricsPortInUse as exc:
+        log.error("%s; set WORKER_METRICS_PORT to another port", exc)
+        return 2
+    try:
+        wait_for_signal(stopping)
+        worker.stop(settings.grace_seconds)
+    finally:
+        tracing.shutdown()
     return 0
 
 

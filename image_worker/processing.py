@@ -178,12 +178,16 @@ class Variant:
     format: str
     data: bytes = field(repr=False)
     mime_type: str
+    # Time its encoder took (the encoders of one image run side by side).
+    encode_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Processed:
     variants: list[Variant]
     metadata: dict[str, object]
+    # Time of the steps besides encoding: decode, resize (all sizes), metadata.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 _DEFAULT_LIMITS: Final = Limits()
@@ -448,7 +452,15 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
 
 
 def _variant(image: Image.Image, fmt: str) -> Variant:
-    return Variant(image.width, image.height, fmt, _encode(image, fmt), _MIME_TYPES[fmt])
+    started = time.perf_counter()
+    data = _encode(image, fmt)
+    return Variant(
+        image.width, image.height, fmt, data, _MIME_TYPES[fmt], time.perf_counter() - started
+    )
+
+
+def _timed(stages: dict[str, float], stage: str, started: float) -> None:
+    stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - started
 
 
 @contextmanager
@@ -490,8 +502,10 @@ def _make_variants(
     limits: Limits,
     deadline: _Deadline | None,
     pool: ThreadPoolExecutor,
+    stages: dict[str, float] | None = None,
 ) -> list[Variant]:
     sizes = _plan_sizes(decoded.width, decoded.height, widths)
+    stages = {} if stages is None else stages
     if sizes[0][0] > decoded.image.width:
         raise ValueError(
             f"the image was decoded at reduced scale ({decoded.image.width} px wide) for "
@@ -504,7 +518,9 @@ def _make_variants(
             if current.size != size:
                 # Each smaller variant comes from the previous one: far less work than going
                 # back to the full image every time, for no visible loss.
+                started = time.perf_counter()
                 current = _resize(current, size, pool)
+                _timed(stages, "resize", started)
             # Image.save writes attributes on the image, so concurrent encoders of one size
             # need their own objects. Resizing only reads, so the first can share `current`.
             pending += [
@@ -552,13 +568,24 @@ def process(
     limits = limits or _DEFAULT_LIMITS
     _validate_request(widths, formats)
     deadline = _Deadline(limits.time_budget_s)
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
     decoded = _decode(data, limits, widths)
+    _timed(stages, "decode", started)
     deadline.check()
+
+    def described() -> dict[str, object]:
+        began = time.perf_counter()
+        try:
+            return describe(decoded)
+        finally:
+            _timed(stages, "metadata", began)
+
     with _helpers() as pool:
         # The metadata needs only a small preview: it runs while the first variant is resized.
-        description = pool.submit(describe, decoded)
-        variants = _make_variants(decoded, widths, formats, limits, deadline, pool)
+        description = pool.submit(described)
+        variants = _make_variants(decoded, widths, formats, limits, deadline, pool, stages)
         with _rejecting("describing", limits):
             metadata = description.result()
     deadline.check()
-    return Processed(variants=variants, metadata=metadata)
+    return Processed(variants=variants, metadata=metadata, stage_seconds=stages)

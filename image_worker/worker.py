@@ -21,6 +21,10 @@ for good with the processing library's reason, anything else gives the job back 
 as a retryable failure, and losing the lease (or the image) drops the job without a word to
 content_service, which already gave it to someone else.
 
+What an operator sees: the loom_worker_* metrics (image_worker.metrics; served on
+WORKER_METRICS_PORT when set), and with tracing on one trace per job, its stages as spans and
+its calls to both services inside them.
+
 Shutdown (`stop`): stop claiming, let in-flight jobs run for the grace period, then give the
 unfinished ones back (FailImageJob retryable, "worker shutting down"). Each job makes exactly
 one final call, complete or fail, whichever thread gets there first: a job is never both
@@ -44,7 +48,7 @@ from typing import Final
 import grpc
 from loom.content.v1 import images_pb2
 
-from image_worker import processing
+from image_worker import metrics, processing
 from image_worker.clients import (
     ContentClient,
     DownloadError,
@@ -55,9 +59,11 @@ from image_worker.clients import (
 from image_worker.processing import ImageRejected, Limits, Processed
 from image_worker.settings import WorkerSettings
 from image_worker.vision import Description, VisionClient, create_vision
+from servicekit import tracing
 from servicekit.clients import TRANSIENT
 from servicekit.image_text import image_text
 from servicekit.logs import request_id_var
+from servicekit.metrics import MetricsServer, serve_metrics
 
 __all__ = ["SHUTDOWN_REASON", "Worker", "WorkerStats", "index_text"]
 
@@ -125,6 +131,29 @@ def index_text(job: images_pb2.ImageJob, alt_text: str, described: Description |
     if described is None:
         return image_text(job.image_id, job.filename, alt_text)
     return image_text(job.image_id, job.filename, alt_text, described.caption, described.tags)
+
+
+@contextmanager
+def _stage(stage: str) -> Iterator[None]:
+    """Times a stage of a job (loom_worker_stage_seconds, also when it fails) and makes it a
+    span with tracing on."""
+    started = time.perf_counter()
+    try:
+        with tracing.span(stage):
+            yield
+    finally:
+        metrics.STAGE_SECONDS.labels(stage, "").observe(time.perf_counter() - started)
+
+
+def _observe_processing(processed: Processed) -> None:
+    """The processing library's own timings (measured where it runs, a pool process too)."""
+    for stage, seconds in processed.stage_seconds.items():
+        metrics.STAGE_SECONDS.labels(stage, "").observe(seconds)
+    encoding: dict[str, float] = {}
+    for variant in processed.variants:
+        encoding[variant.format] = encoding.get(variant.format, 0.0) + variant.encode_seconds
+    for fmt, seconds in encoding.items():
+        metrics.STAGE_SECONDS.labels("encode", fmt).observe(seconds)
 
 
 class _Processor:
@@ -256,12 +285,21 @@ class Worker:
         self._stopped = False
         self._hurried = False
         self._deadline = 0.0
+        self._metrics: MetricsServer | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Starts claiming, and serves metrics when WORKER_METRICS_PORT is set (raises
+        servicekit.metrics.MetricsPortInUse when that port is taken)."""
         if self._claimer is not None:
             raise RuntimeError("the worker was started already")
+        port = self.settings.metrics_port
+        if port is not None:
+            self._metrics = serve_metrics(self.settings.metrics_host, port)
+            log.info(
+                "image worker %s serves Prometheus metrics at %s", self.name, self._metrics.url
+            )
         self._claimer = threading.Thread(
             target=self._claim_loop, name=f"claimer-{self.name}", daemon=True
         )
@@ -275,6 +313,11 @@ class Worker:
             ",".join(self.settings.formats),
             self._vision.model if self._vision else "off",
         )
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of the Prometheus endpoint (None: no metrics served)."""
+        return self._metrics.port if self._metrics is not None else None
 
     @property
     def alive(self) -> bool:
@@ -325,6 +368,8 @@ class Worker:
         if not leftover:
             self._content.close()
             self._vector.close()
+        if self._metrics is not None:
+            self._metrics.stop()
         stats = self.stats
         log.info(
             "image worker %s stopped: %d claimed, %d completed, %d failed, %d retried, "
@@ -346,6 +391,9 @@ class Worker:
             self._changed.notify_all()
 
     def _count(self, **deltas: int) -> None:
+        """Counts how jobs ended (WorkerStats' fields but `claimed`), here and in metrics."""
+        for outcome, delta in deltas.items():
+            metrics.JOBS_ENDED.labels(outcome).inc(delta)
         with self._lock:
             self._stats = replace(
                 self._stats, **{k: getattr(self._stats, k) + v for k, v in deltas.items()}
@@ -398,6 +446,7 @@ class Worker:
         self._claim_errors += 1
         delay = _jitter.uniform(*CLAIM_BACKOFF_SECONDS)
         code = exc.code()
+        metrics.CLAIM_ERRORS.labels(code.name).inc()
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             log.error(
                 "content_service refuses the service token (%s): LOOM_SERVICE_TOKEN must "
@@ -418,6 +467,7 @@ class Worker:
             # while its first job for it is still winding down.
             self._active[job.lease_token] = active
             self._stats = replace(self._stats, claimed=self._stats.claimed + 1)
+        metrics.JOBS_CLAIMED.inc()
         # Daemon: a stopped worker's process must be able to exit while a released job's
         # thread is still inside a Pillow call that cannot be interrupted.
         thread = threading.Thread(
@@ -434,16 +484,28 @@ class Worker:
 
     def _run(self, active: _Job) -> None:
         rid = request_id_var.set(active.request_id)
-        keeper = threading.Thread(
-            target=self._keep_lease,
-            args=(active,),
-            name=f"lease-{active.job.image_id}",
-            daemon=True,
+        metrics.JOBS_IN_PROGRESS.inc()
+        job = active.job
+        span = tracing.span(
+            "image job",
+            {
+                "loom.image_id": job.image_id,
+                "loom.attempt": job.attempt,
+                tracing.REQUEST_ID_ATTRIBUTE: active.request_id,
+            },
         )
-        keeper.start()
         try:
-            self._handle(active)
+            with span:
+                keeper = threading.Thread(
+                    target=self._keep_lease,
+                    args=(active, tracing.current_context()),
+                    name=f"lease-{job.image_id}",
+                    daemon=True,
+                )
+                keeper.start()
+                self._handle(active)
         finally:
+            metrics.JOBS_IN_PROGRESS.dec()
             active.done.set()
             active.wake.set()
             with self._changed:
@@ -476,26 +538,33 @@ class Worker:
 
     def _pipeline(self, active: _Job) -> None:
         job = active.job
-        data = self._download(active)
+        with _stage("download"):
+            data = self._download(active)
+        metrics.DOWNLOADED_BYTES.inc(len(data))
         active.checkpoint()
-        processed = self._process(data)
+        with tracing.span("process"):
+            processed = self._process(data)
+        _observe_processing(processed)
         del data
         active.checkpoint()
         described: Description | None = None
         if self._vision is not None:
-            described = self._vision.describe(processed.variants, filename=job.filename)
+            with _stage("vision"):
+                described = self._vision.describe(processed.variants, filename=job.filename)
             active.checkpoint()
-        for variant in processed.variants:
-            with self._rpc("uploading a variant"):
-                self._content.upload_variant(
-                    job,
-                    variant.width,
-                    variant.height,
-                    variant.format,
-                    variant.data,
-                    active.request_id,
-                )
-            active.checkpoint()
+        with _stage("upload"):
+            for variant in processed.variants:
+                with self._rpc("uploading a variant"):
+                    self._content.upload_variant(
+                        job,
+                        variant.width,
+                        variant.height,
+                        variant.format,
+                        variant.data,
+                        active.request_id,
+                    )
+                metrics.UPLOADED_BYTES.labels(variant.format).inc(len(variant.data))
+                active.checkpoint()
         metadata = dict(processed.metadata)
         generated_alt = ""
         if described is not None:
@@ -504,9 +573,11 @@ class Worker:
                 metadata["caption"] = described.caption
             if described.tags:
                 metadata["tags"] = list(described.tags)
-        self._index(active, index_text(job, job.alt_text or generated_alt, described))
+        with _stage("index"):
+            self._index(active, index_text(job, job.alt_text or generated_alt, described))
         active.checkpoint()
-        self._complete(active, processed, metadata, generated_alt)
+        with _stage("complete"):
+            self._complete(active, processed, metadata, generated_alt)
 
     @contextmanager
     def _rpc(self, what: str) -> Iterator[None]:
@@ -692,8 +763,12 @@ class Worker:
 
     # --- the lease ----------------------------------------------------------------------
 
-    def _keep_lease(self, active: _Job) -> None:
+    def _keep_lease(self, active: _Job, trace: object | None = None) -> None:
         request_id_var.set(active.request_id)
+        with tracing.attached(trace):  # its extends belong to the job's trace
+            self._extend_until_done(active)
+
+    def _extend_until_done(self, active: _Job) -> None:
         job = active.job
         interval = active.lease_seconds / 3
         while not active.done.wait(max(_MIN_EXTEND_INTERVAL, interval)):

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from servicekit import tracing
 from servicekit.errors import FieldViolation
 
 __all__ = [
@@ -125,13 +126,15 @@ def open_channel(
     """A channel to one of our services. Every call on it sends `token` as its bearer (unless
     the call brings its own `authorization`) and has a deadline: the call's own `timeout`, or
     this `timeout`. `options` are further gRPC channel options (buffers, reconnect backoff).
-    Closing the channel cancels the calls in flight."""
+    Closing the channel cancels the calls in flight. With tracing on (servicekit.tracing,
+    decided now), every call is a client span whose context goes along as `traceparent`."""
     all_options: list[ChannelOption] = []
     if retry is not None:
         all_options += [("grpc.enable_retries", 1), ("grpc.service_config", retry.service_config())]
     all_options += options
     channel = grpc.insecure_channel(address, options=all_options)
-    return grpc.intercept_channel(channel, _CallDefaults(token, timeout))
+    defaults = _TracedCalls if tracing.enabled() else _CallDefaults
+    return grpc.intercept_channel(channel, defaults(token, timeout))
 
 
 @dataclass(frozen=True)
@@ -215,10 +218,13 @@ class _CallDefaults(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream):
         self._auth = bearer(token)
         self._timeout = timeout
 
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+    def _details(
+        self, details: grpc.ClientCallDetails, extra: tuple[tuple[str, str], ...] = ()
+    ) -> grpc.ClientCallDetails:
         metadata = tuple(details.metadata or ())
         if not any(key == "authorization" for key, _ in metadata):
             metadata = self._auth + metadata
+        metadata += extra
         return _CallDetails(
             method=details.method,
             timeout=self._timeout if details.timeout is None else details.timeout,
@@ -239,3 +245,33 @@ class _CallDefaults(_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream):
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return continuation(self._details(details), requests)
+
+
+class _TracedCalls(_CallDefaults):
+    """_CallDefaults, and every call a client span (servicekit.tracing) ended by the call's
+    own completion, whether it was blocking, a future or a stream."""
+
+    def _traced(self, continuation: Any, details: Any, request: Any) -> Any:
+        started = tracing.start_client_span(details.method, tuple(details.metadata or ()))
+        if started is None:  # tracing was turned off since the channel was opened
+            return continuation(self._details(details), request)
+        client, carried = started
+        try:
+            call = continuation(self._details(details, carried), request)
+        except BaseException:
+            tracing.end_client_span(client, None)
+            raise
+        call.add_done_callback(lambda done: tracing.end_client_span(client, done))
+        return call
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._traced(continuation, details, request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._traced(continuation, details, request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return self._traced(continuation, details, requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return self._traced(continuation, details, requests)

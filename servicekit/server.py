@@ -1,6 +1,7 @@
 """Server wiring shared by our processes: thread-pool server with the interceptors it is given
-(ours pass servicekit.edge's), health, reflection, optional TLS, and graceful shutdown on
-SIGTERM/SIGINT.
+(ours pass servicekit.edge's), health, reflection, optional TLS, graceful shutdown on
+SIGTERM/SIGINT, and what an operator sees: with tracing on (servicekit.tracing) a span per RPC,
+and with a metrics port the per-RPC metrics and a Prometheus endpoint (servicekit.metrics).
 
 We serve with the sync `grpc.server` and a thread pool because the data layer (SQLAlchemy
 sessions, LanceDB, Pillow) is synchronous, not for speed. `make bench` measures it against
@@ -25,8 +26,16 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client.registry import Collector
 
+from servicekit import tracing
 from servicekit.lifeline import Lifeline
+from servicekit.metrics import (
+    MetricsPortInUse,
+    MetricsServer,
+    RpcMetricsInterceptor,
+    serve_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,16 @@ class Service:
         return cls(full_name, getattr(pb2_grpc, f"add_{name}Servicer_to_server"), servicer)
 
 
+@dataclass(frozen=True)
+class MetricsOptions:
+    """Where a server serves Prometheus metrics (port 0: a free one), and the collectors of
+    its scrape-time gauges."""
+
+    host: str
+    port: int
+    collectors: Sequence[Collector] = ()
+
+
 @dataclass
 class Running:
     server: grpc.Server
@@ -64,6 +83,12 @@ class Running:
     # Other ports the process serves beside gRPC, by name, as bound (content_service:
     # "media_http"); each is stopped by an on_stop hook.
     listeners: dict[str, int] = field(default_factory=dict)
+    metrics: MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port of the Prometheus endpoint (None: no metrics served)."""
+        return self.metrics.port if self.metrics is not None else None
 
     def stop(self, grace: float | None) -> None:
         """Health NOT_SERVING first (load balancers stop sending), then drain in-flight calls."""
@@ -81,10 +106,21 @@ def build_server(
     port: int,
     workers: int,
     tls: TlsFiles | None = None,
+    metrics: MetricsOptions | None = None,
 ) -> Running:
+    """The server, bound and not started. `interceptors` run in their order, after the
+    tracing one (when tracing is on: its span covers them) and the metrics one (when
+    `metrics` is given: authentication and domain errors are counted with their codes).
+    Raises PortInUse, or servicekit.metrics.MetricsPortInUse for the metrics port."""
+    outer: list[Any] = []
+    traced = tracing.server_interceptor()
+    if traced is not None:
+        outer.append(traced)
+    if metrics is not None:
+        outer.append(RpcMetricsInterceptor())
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-        interceptors=list(interceptors),
+        interceptors=[*outer, *interceptors],
         options=[
             # Never share a port with another process by accident.
             ("grpc.so_reuseport", 0),
@@ -120,7 +156,15 @@ def build_server(
         bound = server.add_secure_port(address, credentials)
     if bound == 0:
         raise OSError(f"could not bind {address}")
-    return Running(server=server, port=bound, health=health_servicer)
+    running = Running(server=server, port=bound, health=health_servicer)
+    if metrics is not None:
+        try:
+            running.metrics = serve_metrics(metrics.host, metrics.port, metrics.collectors)
+        except BaseException:
+            server.stop(None)  # frees the gRPC port this never started
+            raise
+        running.on_stop.append(running.metrics.stop)
+    return running
 
 
 class PortInUse(OSError):
@@ -180,6 +224,36 @@ def serve_until_signalled(running: Running, grace: float, what: str) -> None:
     signal.signal(signal.SIGINT, on_signal)
     running.server.start()
     log.info("%s listening on port %d", what, running.port)
+    if running.metrics is not None:
+        log.info("%s serves Prometheus metrics at %s", what, running.metrics.url)
     wait_for_signal(stopping)
     running.stop(grace)
     log.info("%s stopped", what)
+
+
+def serve_main(
+    build: Callable[[], Running],
+    *,
+    what: str,
+    grace: float,
+    port_setting: str | Callable[[PortInUse], str],
+    metrics_setting: str,
+) -> int:
+    """A server's __main__ once its settings are read: builds the server, serves it until
+    SIGTERM/SIGINT and returns 0, exporting the traces still buffered on the way out. A
+    port already taken is one log line naming its setting, and 2. Whatever else `build`
+    raises is the caller's to report."""
+    try:
+        running = build()
+    except PortInUse as exc:
+        setting = port_setting if isinstance(port_setting, str) else port_setting(exc)
+        log.error("%s; set %s to another port", exc, setting)
+        return 2
+    except MetricsPortInUse as exc:
+        log.error("%s; set %s to another port", exc, metrics_setting)
+        return 2
+    try:
+        serve_until_signalled(running, grace, what)
+    finally:
+        tracing.shutdown()
+    return 0

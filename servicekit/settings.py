@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.auth import load_or_create_secret
+from servicekit.logs import LogFormat
+from servicekit.tracing import Mode as TraceMode
 
 __all__ = ["SERVICE_TOKEN_FILE", "LoomSettings", "ServiceSettings"]
 
@@ -41,7 +43,11 @@ class LoomSettings(BaseSettings):
 
 class ServiceSettings(LoomSettings):
     """Shared by the long-running processes (the services and the worker), which log at
-    LOG_LEVEL; the backup command sets its own level from -v."""
+    LOG_LEVEL in LOG_FORMAT and may trace (LOOM_TRACES); the backup command sets its own
+    level from -v.
+
+    The metrics fields take each process's prefix (CONTENT_METRICS_PORT, VECTOR_METRICS_PORT,
+    WORKER_METRICS_PORT, and *_METRICS_HOST): each process serves its own scrape endpoint."""
 
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
     # Where backup RPCs may create folders (os.pathsep-separated); empty: the folder that
@@ -52,3 +58,19 @@ class ServiceSettings(LoomSettings):
         if self.backup_roots.strip():
             return [Path(p) for p in self.backup_roots.split(os.pathsep) if p.strip()]
         return [self.data_dir.resolve().parent]
+
+    log_format: LogFormat = Field(default="text", validation_alias=AliasChoices("LOG_FORMAT"))
+    # off: no tracing code runs at all; otlp: the standard OTEL_EXPORTER_OTLP_* variables
+    # say where spans go; console: printed to stderr.
+    traces: TraceMode = Field(default="off", validation_alias=AliasChoices("LOOM_TRACES"))
+    # Prometheus scrape endpoint: empty (the default) serves none; 0 a free port, which the
+    # log names; else that port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value

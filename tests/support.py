@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from loom.vector.v1 import vector_pb2_grpc
 from numpy.typing import NDArray
+from prometheus_client.parser import text_string_to_metric_families
 
 from content_service.db.engine import Database
 from content_service.server import create_server as create_content_server
@@ -358,3 +360,51 @@ def worker_settings(
         **overrides,
     }
     return WorkerSettings(**values)
+
+
+# ---------------------------------------------------------------- metrics, scraped over HTTP
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape of a Prometheus endpoint: every sample, by name and labels, and every
+    family it declares (name -> type; a family of labelled series may have no sample yet)."""
+
+    samples: tuple[tuple[str, dict[str, str], float], ...]
+    families: dict[str, str]
+
+    @property
+    def names(self) -> set[str]:
+        """Every sample name (a histogram's `_bucket`, `_count` and `_sum` included)."""
+        return {name for name, _, _ in self.samples}
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples `name` whose labels include `labels` (0 when none)."""
+        return sum(
+            value
+            for sample, found, value in self.samples
+            if sample == name and all(found.get(k) == v for k, v in labels.items())
+        )
+
+    def has(self, name: str, **labels: str) -> bool:
+        return any(
+            sample == name and all(found.get(k) == v for k, v in labels.items())
+            for sample, found, _ in self.samples
+        )
+
+
+def scrape(port: int | None) -> Scrape:
+    """GET http://127.0.0.1:PORT/metrics, parsed."""
+    assert port, "this server serves no metrics (give it metrics_port=0)"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    families = list(text_string_to_metric_families(text))
+    return Scrape(
+        tuple(
+            (sample.name, dict(sample.labels), float(sample.value))
+            for family in families
+            for sample in family.samples
+        ),
+        {family.name: family.type for family in families},
+    )

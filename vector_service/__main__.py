@@ -12,8 +12,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import logging
 import sys
 
-from servicekit import logs
-from servicekit.server import PortInUse, serve_until_signalled
+from servicekit import logs, tracing
+from servicekit.server import serve_main
 from vector_service.embeddings import EmbeddingError
 from vector_service.server import create_server, loaded_embedder
 from vector_service.settings import VectorSettings
@@ -26,17 +26,20 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m vector_service (configured by environment variables)")
         return 2
     settings = VectorSettings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
+    tracing.configure(settings.traces, "vector_service")
     try:
-        running = create_server(settings, embedder=loaded_embedder(settings))
+        embedder = loaded_embedder(settings)
     except EmbeddingError as exc:
         log.error("cannot set up the %s embedder: %s", settings.provider, exc)
         return 2
-    except PortInUse as exc:
-        log.error("%s; set VECTOR_PORT to another port", exc)
-        return 2
-    serve_until_signalled(running, settings.grace_seconds, "vector_service")
-    return 0
+    return serve_main(
+        lambda: create_server(settings, embedder=embedder),
+        what="vector_service",
+        grace=settings.grace_seconds,
+        port_setting="VECTOR_PORT",
+        metrics_setting="VECTOR_METRICS_PORT",
+    )
 
 
 if __name__ == "__main__":

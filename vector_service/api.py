@@ -3,6 +3,7 @@ protos. The work is done by vector_service.store and vector_service.search."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,8 @@ from servicekit.pagination import MAX_PAGE_BYTES, MAX_PAGE_SIZE, page_of, page_r
 from vector_service import store
 from vector_service.embeddings import Embedder
 from vector_service.errors import embed
+from vector_service.gauges import collection_label
+from vector_service.metrics import SEARCH_SECONDS, UPSERTED_DOCUMENTS
 from vector_service.search import Hit, Mode, Query, Searcher
 from vector_service.store import rows
 from vector_service.tier import SearchTier, TierStats
@@ -308,6 +311,13 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         check_total([d.text for d in request.documents], "documents", MAX_UPSERT_CHARS, violations)
         raise_if(violations)
         outcome = self.store.upsert(collection, docs, self.embedder)
+        label = collection_label(collection)
+        for name, count in (
+            ("created", outcome.created),
+            ("updated", outcome.updated),
+            ("unchanged", outcome.unchanged),
+        ):
+            UPSERTED_DOCUMENTS.labels(label, name).inc(count)
         return vector_pb2.UpsertDocumentsResponse(
             created_count=outcome.created,
             updated_count=outcome.updated,
@@ -408,6 +418,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
         if request.limit < 0 or request.limit > MAX_LIMIT:
             violations.append(FieldViolation("limit", f"must be 0-{MAX_LIMIT} (0 = default)"))
         raise_if(violations)
+        started = time.perf_counter()
         hits = self.searcher.search(
             Query(
                 collections=collections,
@@ -430,6 +441,7 @@ class VectorServicer(vector_pb2_grpc.VectorServiceServicer):
             if used > MAX_PAGE_BYTES and len(response.results) > 1:
                 del response.results[-1]
                 break
+        SEARCH_SECONDS.labels(mode.value).observe(time.perf_counter() - started)
         return response
 
     def GetCollectionStats(

@@ -4,13 +4,21 @@ statuses), and the one place that calls an embedder and translates its failures.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
+from servicekit import tracing
 from servicekit.errors import FailedPrecondition, ServiceError, Unavailable
 from vector_service.embeddings import Embedder, EmbeddingError, EmbeddingUnavailable
+from vector_service.metrics import (
+    EMBEDDING_CALLS,
+    EMBEDDING_FAILURES,
+    EMBEDDING_SECONDS,
+    EMBEDDING_TEXTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +47,31 @@ def model_mismatch(
 def embed(embedder: Embedder, texts: Sequence[str]) -> NDArray[np.float32]:
     """Embeds texts, checking the result, and turns provider failures into service errors:
     EmbeddingUnavailable -> UNAVAILABLE (retry later), EmbeddingError -> FAILED_PRECONDITION.
-    Never returns a vector of the wrong shape or with NaNs: nothing wrong is ever stored."""
+    Never returns a vector of the wrong shape or with NaNs: nothing wrong is ever stored.
+    Every call is counted and timed (loom_embedding_*) by provider and model, and is a span
+    with tracing on."""
     if not texts:
         return np.empty((0, embedder.dimensions), dtype=np.float32)
+    labels = (embedder.name, embedder.model)
+    EMBEDDING_CALLS.labels(*labels).inc()
+    EMBEDDING_TEXTS.labels(*labels).inc(len(texts))
+    started = time.perf_counter()
+    attributes = {
+        "loom.embedding.provider": embedder.name,
+        "loom.embedding.model": embedder.model,
+        "loom.embedding.texts": len(texts),
+    }
+    with tracing.span("embed", attributes):
+        try:
+            return _embed(embedder, texts)
+        except Exception:
+            EMBEDDING_FAILURES.labels(*labels).inc()
+            raise
+        finally:
+            EMBEDDING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+
+
+def _embed(embedder: Embedder, texts: Sequence[str]) -> NDArray[np.float32]:
     try:
         vectors = embedder.embed(list(texts))
     except EmbeddingUnavailable as exc:

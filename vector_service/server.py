@@ -8,11 +8,12 @@ import logging
 from loom.vector.v1 import vector_pb2, vector_pb2_grpc
 
 from servicekit.edge import EdgeInterceptor
-from servicekit.server import Running, Service, build_server
+from servicekit.server import MetricsOptions, Running, Service, build_server
 from vector_service.api import VectorServicer
 from vector_service.authn import TenancyClient, TenantKeyResolver, VectorAuthenticator
 from vector_service.backup import backup_service
 from vector_service.embeddings import Embedder, create_embedder
+from vector_service.gauges import VectorGauges
 from vector_service.query_cache import QueryCache
 from vector_service.search import Searcher
 from vector_service.settings import VectorSettings
@@ -78,6 +79,11 @@ def create_server(settings: VectorSettings, *, embedder: Embedder | None = None)
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        metrics=(
+            None
+            if settings.metrics_port is None
+            else MetricsOptions(settings.metrics_host, settings.metrics_port, [VectorGauges(store)])
+        ),
     )
     restore_blas = one_blas_thread()
     store.start()

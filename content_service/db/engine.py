@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from content_service.db.checkpoint import BACKSTOP_PAGES, Checkpointer
+from content_service.db.metrics import DATABASE_BUSY, WRITE_LOCK_WAIT_SECONDS
 from content_service.db.raw import StatementConnection
 from servicekit.errors import FieldViolation, InvalidArgument, Unavailable
 
@@ -90,6 +92,7 @@ def _configure_sqlite(engine: Engine, options: SqliteOptions, *, immediate: bool
 
 
 def _busy() -> Unavailable:
+    DATABASE_BUSY.inc()
     return Unavailable(
         "the database is busy: another write held it longer than the busy timeout "
         "(CONTENT_SQLITE_BUSY_TIMEOUT_MS); nothing was written, retry",
@@ -184,7 +187,10 @@ class Database:
         if self._writers is None:
             yield
             return
-        if not self._writers.acquire(timeout=self._queue_timeout):
+        waiting = time.perf_counter()
+        turn = self._writers.acquire(timeout=self._queue_timeout)
+        WRITE_LOCK_WAIT_SECONDS.observe(time.perf_counter() - waiting)
+        if not turn:
             raise _busy()
         try:
             yield

@@ -301,6 +301,8 @@ class IndexOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # 0008: the W3C traceparent of the write that queued the row (NULL: tracing was off).
+    traceparent: Mapped[str | None] = mapped_column(String(128))
 
 
 # --- 0005_add_search ---------------------------------------------------------------------

@@ -40,6 +40,7 @@ from content_service.db.values import dumps, now
 from content_service.images import records
 from content_service.images.media import MediaStore, TempBlob
 from content_service.images.records import ImageView
+from content_service.metrics import IMAGE_LEASE_EXPIRIES
 from content_service.scope import EnvScope
 from servicekit.errors import FailedPrecondition, NotFound, invalid, shown
 from servicekit.ids import new_id
@@ -100,6 +101,8 @@ def claim(session: Session, limits: JobLimits) -> tuple[ClaimedJob | None, list[
         ).first()
         if image is None:
             return None, removed
+        if image.state == "processing":
+            IMAGE_LEASE_EXPIRIES.inc()  # claimable while processing: its lease ran out
         if image.state == "processing" and image.attempts >= limits.max_attempts:
             # Its last allowed attempt ran out of time: it ends here.
             reason = f"gave up after {image.attempts} attempts: the last lease expired"

@@ -7,7 +7,11 @@ and deletes exactly the rows it read. A failed round keeps its rows with a later
 down or restarted costs only time: content writes never wait for it and nothing is lost.
 Deliveries are idempotent (upserts by id, deletes of what is gone), so a row delivered twice
 (a crash between the send and the delete) is harmless; unchanged text costs no model call
-(vector_service compares sha256 by id)."""
+(vector_service compares sha256 by id).
+
+Each round is a span (with tracing on) continuing the trace of the write that queued its rows
+(or linked to each, when a round joins several), and each delivery is counted and timed in the
+loom_outbox_* metrics (content_service.metrics)."""
 
 from __future__ import annotations
 
@@ -28,6 +32,14 @@ from content_service.indexing import documents as vd
 from content_service.indexing.dispatch_lock import dispatch_lock
 from content_service.indexing.outbox import OUTBOX, Kind
 from content_service.indexing.vector_client import VectorClient
+from content_service.metrics import (
+    OUTBOX_DELIVERED_ROWS,
+    OUTBOX_DELIVERY_ATTEMPTS,
+    OUTBOX_DELIVERY_FAILURES,
+    OUTBOX_DELIVERY_SECONDS,
+    OUTBOX_EMBEDDED_TEXTS,
+)
+from servicekit import tracing
 from servicekit.clients import TRANSIENT
 
 log = logging.getLogger(__name__)
@@ -48,6 +60,7 @@ class Row:
     source_id: str
     scope: vd.Scope
     attempts: int
+    traceparent: str | None = None
 
 
 @dataclass
@@ -85,6 +98,7 @@ def _rows(session_rows: list[IndexOutbox]) -> list[Row]:
             r.source_id,
             vd.Scope(r.team_id, r.site_id, r.environment_id),
             r.attempts,
+            r.traceparent,
         )
         for r in session_rows
     ]
@@ -170,14 +184,21 @@ class Dispatcher:
             )
         if not rows:
             return False
-        self._deliver(rows)
+        with tracing.span_from(
+            "index outbox delivery", [r.traceparent for r in rows], {"loom.outbox.rows": len(rows)}
+        ):
+            self._deliver(rows)
         return len(rows) == self.batch_size
 
     def _deliver(self, rows: list[Row]) -> None:
+        OUTBOX_DELIVERY_ATTEMPTS.inc()
+        started = time.perf_counter()
         try:
             embedded = self._send(self._plan(rows))
         except grpc.RpcError as exc:
             code, detail = exc.code(), " ".join(str(exc.details() or "").split())
+            OUTBOX_DELIVERY_FAILURES.labels(code.name).inc()
+            OUTBOX_DELIVERY_SECONDS.observe(time.perf_counter() - started)
             sources = {(r.kind, r.source_id) for r in rows}
             if code not in WHOLE_BATCH and len(sources) > 1:
                 for source in sorted(sources):
@@ -187,6 +208,9 @@ class Dispatcher:
             return
         with self.db.write() as s:
             s.execute(delete(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows])))
+        OUTBOX_DELIVERY_SECONDS.observe(time.perf_counter() - started)
+        OUTBOX_DELIVERED_ROWS.inc(len(rows))
+        OUTBOX_EMBEDDED_TEXTS.inc(embedded)
         self.stats.delivered += len(rows)
         self.stats.embedded += embedded
         self.stats.last_delivery_at = time.time()

@@ -7,7 +7,9 @@ tenant scope, so a delete can be delivered after the rows it names are gone. The
 (content_service.indexing.dispatcher) reads the source's current state when it delivers, so several
 changes to one source cost one delivery, and a row never carries stale text.
 Rows are never updated by writers and never coalesced at write time: a row the dispatcher
-already read stays behind it, and the one written after it is delivered next."""
+already read stays behind it, and the one written after it is delivered next.
+With tracing on, a row carries the `traceparent` of the write that queued it, so its delivery
+continues that trace."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from content_service import scope
 from content_service.db import bulk
 from content_service.db.models import IndexOutbox
 from content_service.db.values import now
+from servicekit import tracing
 
 OUTBOX: Table = IndexOutbox.__table__  # type: ignore[assignment]
 _INSERT = (
@@ -35,6 +38,7 @@ _INSERT = (
     "last_error",
     "next_attempt_at",
     "created_at",
+    "traceparent",
 )
 
 
@@ -97,12 +101,25 @@ def enqueue_scoped(
     be gone (a reconcile's orphans)."""
     team_id, site_id, environment_id = scope
     ts = now()
+    trace = tracing.traceparent()
     bulk.insert_rows(
         session,
         OUTBOX,
         _INSERT,
         [
-            (team_id, site_id, environment_id, kind.value, source_id, op.value, 0, None, ts, ts)
+            (
+                team_id,
+                site_id,
+                environment_id,
+                kind.value,
+                source_id,
+                op.value,
+                0,
+                None,
+                ts,
+                ts,
+                trace,
+            )
             for source_id in source_ids
         ],
     )

@@ -23,16 +23,23 @@ def _of(team_id: str) -> list[ColumnElement[bool]]:
     return [IndexOutbox.team_id == team_id] if team_id else []
 
 
-def outbox_status(session: Session, team_id: str) -> OutboxStatus:
-    """The outbox of one team ('' = every team)."""
-    where = _of(team_id)
+def outbox_counts(session: Session, team_id: str = "") -> tuple[int, int | None, int]:
+    """(pending rows, the oldest one's created_at, rows tried at least once) of one team
+    ('' = every team): one statement, also what the metrics report."""
     count, oldest, failing = session.execute(
         select(
             func.count(),
             func.min(IndexOutbox.created_at),
             func.count().filter(IndexOutbox.attempts > 0),
-        ).where(*where)
+        ).where(*_of(team_id))
     ).one()
+    return int(count), oldest, int(failing)
+
+
+def outbox_status(session: Session, team_id: str) -> OutboxStatus:
+    """The outbox of one team ('' = every team)."""
+    where = _of(team_id)
+    count, oldest, failing = outbox_counts(session, team_id)
     stored_error = session.scalar(
         select(IndexOutbox.last_error)
         .where(IndexOutbox.attempts > 0, *where)

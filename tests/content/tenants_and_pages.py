@@ -66,8 +66,12 @@ def make_definition(
 
 
 def make_page(
-    t: Tenant, definition_id: str, slug: str = "home", n_sections: int = 2
+    t: Tenant, definition_id: str, slug: str = "home", n_sections: int = 2, request_id: str = ""
 ) -> pages_pb2.Page:
+    """`request_id`: sent as the call's x-request-id (the server makes one otherwise)."""
+    call: dict[str, Any] = {}
+    if request_id:
+        call["metadata"] = (("authorization", f"Bearer {t.key}"), ("x-request-id", request_id))
     return t.client.pages.CreatePage(
         pages_pb2.CreatePageRequest(
             environment_id=t.env_id,
@@ -81,5 +85,6 @@ def make_page(
                     for i in range(n_sections)
                 ],
             ),
-        )
+        ),
+        **call,
     )

@@ -17,7 +17,11 @@ COLUMNS = outbox._INSERT
 
 def rows(count: int, tag: str) -> list[tuple[object, ...]]:
     return [
-        ("team", "site", "env", "page", f"{tag}-{i:04d}", "upsert", i % 7, None, i, 1000 + i)
+        (
+            *("team", "site", "env", "page", f"{tag}-{i:04d}", "upsert", i % 7, None, i, 1000 + i),
+            # traceparent: a writer's trace, or none (tracing off)
+            f"00-{i + 1:032x}-{i + 1:016x}-01" if i % 2 else None,
+        )
         for i in range(count)
     ]
 

@@ -132,4 +132,29 @@ def test_0006_gives_existing_sessions_an_empty_memory_and_their_first_etag(db_ur
     downgrade(db, "0005_add_search")
     with db.read() as s:
         assert s.execute(text("select title from sessions")).scalar() == "Chat"
+
+
+def test_outbox_rows_keep_through_the_traceparent_column(db_url: str) -> None:
+    """0008 adds index_outbox.traceparent (nullable): pending rows survive it both ways (on
+    SQLite, batch mode recreates the table)."""
+    db = Database(db_url)
+    upgrade(db, "0005_add_search")
+    with db.write() as s:
+        s.execute(
+            text(
+                "insert into index_outbox (team_id, site_id, environment_id, kind, source_id,"
+                " op, attempts, last_error, next_attempt_at, created_at)"
+                " values ('t1', 's1', 'e1', 'page', 'p1', 'upsert', 2, 'down', 5, 1)"
+            )
+        )
+    upgrade(db, "0008_add_outbox_traceparent")
+    with db.read() as s:
+        row = s.execute(text("select source_id, attempts, traceparent from index_outbox")).one()
+    assert tuple(row) == ("p1", 2, None)
+    downgrade(db, "0005_add_search")
+    with db.read() as s:
+        assert s.execute(text("select source_id, last_error from index_outbox")).one() == (
+            "p1",
+            "down",
+        )
     db.dispose()

@@ -45,6 +45,8 @@ WORKER_SETTLE_SECONDS = 2.0
 GRACE_SECONDS = 3
 
 LISTENING = re.compile(r"(\w+) listening on port (\d+)")
+# Each process's Prometheus endpoint, on the port the OS picked (*_METRICS_PORT=0).
+METRICS = re.compile(r"serves Prometheus metrics at http://[^/]+:(\d+)/metrics")
 # Our settings: never inherited from the caller's shell, where they may point elsewhere.
 OWN_PREFIXES = ("CONTENT_", "VECTOR_", "WORKER_", "LOOM_", "DATA_DIR")
 
@@ -171,6 +173,7 @@ class Process:
     popen: subprocess.Popen[bytes]
     lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=60))
     port: int | None = None
+    metrics_port: int | None = None
     listening: threading.Event = field(default_factory=threading.Event)
     reader: threading.Thread | None = None
 
@@ -189,6 +192,9 @@ class Process:
                 if match and self.port is None:
                     self.port = int(match.group(2))
                     self.listening.set()
+                metrics = METRICS.search(line)
+                if metrics and self.metrics_port is None:
+                    self.metrics_port = int(metrics.group(1))
         self.listening.set()  # the process ended: stop waiting
 
 
@@ -233,6 +239,7 @@ class LocalStack:
         self.env["CONTENT_MEDIA_HTTP_PORT"] = "0"
         for prefix in [*SERVERS.values(), "WORKER"]:
             self.env[f"{prefix}_GRACE_SECONDS"] = str(GRACE_SECONDS)
+            self.env[f"{prefix}_METRICS_PORT"] = "0"
 
     def ordered(self) -> list[tuple[str, list[str]]]:
         def rank(item: tuple[str, list[str]]) -> int:
