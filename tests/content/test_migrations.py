@@ -132,6 +132,7 @@ def test_0006_gives_existing_sessions_an_empty_memory_and_their_first_etag(db_ur
     downgrade(db, "0005_add_search")
     with db.read() as s:
         assert s.execute(text("select title from sessions")).scalar() == "Chat"
+    db.dispose()
 
 
 def test_outbox_rows_keep_through_the_traceparent_column(db_url: str) -> None:

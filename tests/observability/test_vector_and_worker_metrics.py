@@ -80,7 +80,8 @@ def test_vector_tables_embeddings_and_searches(tmp_path: Path) -> None:
                 vector_pb2.SearchRequest(
                     collections=[vector_pb2.COLLECTION_PAGES],
                     scope=scope,
-                    query_text="pricing",
+                    # A text of its own per mode: the query cache would answer a repeat.
+                    query_text=f"pricing {mode}",
                     mode=mode,
                 )
             )
