@@ -8,13 +8,21 @@ so that validating content against them never opens a connection or a file and n
 - A schema that applies itself to the same value without descending into it (`{"$ref": "#"}`,
   two `$defs` whose `allOf` name each other) would recurse forever on any content; JSON Schema
   leaves its meaning undefined (2020-12 core, section 9.4.1) and it is refused.
+- Regular expressions (`pattern`, `patternProperties`) run on jsonschema-rs's engine (Rust
+  `regex`, linear in the text, with fancy-regex's backtrack limit for backreferences and
+  lookaround), never on Python's `re`, whose backtracking a pattern like `^(a+)+$` turns into
+  minutes holding the GIL (and, in a write, the SQLite write lock). A pattern that engine
+  cannot compile is refused, and so is `unevaluatedProperties` in a schema that has
+  `patternProperties` (python-jsonschema would evaluate those patterns with `re`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
+import jsonschema_rs
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable, Unretrievable
 from referencing.jsonschema import DRAFT202012
@@ -47,13 +55,48 @@ _REFERENCES = ("$ref", "$dynamicRef")
 
 
 def check(schema: dict[str, Any], field: str) -> None:
-    """Raises InvalidArgument (naming `field`) unless every reference resolves inside the schema
-    and no subschema applies itself to the same value. The schema has passed the
-    meta-schema check."""
+    """Raises InvalidArgument (naming `field`) unless every reference resolves inside the schema,
+    no subschema applies itself to the same value, and every pattern compiles on the engine
+    content is checked with. The schema has passed the meta-schema check."""
     root = DRAFT202012.create_resource(schema)
     state: dict[int, int] = {}  # id(subschema) -> 1 on the current path, 2 done
+    has_pattern_properties = has_unevaluated = False
     for contents, here in _subschemas(root, NO_RETRIEVAL.resolver_with_root(root)):
         _walk_in_place(contents, here, field, state)
+        if isinstance(contents, dict):
+            patterns = contents.get("patternProperties")
+            if isinstance(patterns, dict):
+                has_pattern_properties = True
+                for pattern in patterns:
+                    _compiles(pattern, field)
+            if isinstance(contents.get("pattern"), str):
+                _compiles(contents["pattern"], field)
+            has_unevaluated = has_unevaluated or "unevaluatedProperties" in contents
+    if has_pattern_properties and has_unevaluated:
+        raise invalid(
+            field, "unevaluatedProperties is not supported in a schema with patternProperties"
+        )
+
+
+@lru_cache(maxsize=4096)
+def _pattern(pattern: str) -> jsonschema_rs.Validator:
+    return jsonschema_rs.validator_for({"pattern": pattern})
+
+
+def pattern_matches(pattern: str, text: str) -> bool:
+    """JSON Schema's `pattern` (a search, not a full match) on jsonschema-rs's engine."""
+    return bool(_pattern(pattern).is_valid(text))
+
+
+def _compiles(pattern: str, field: str) -> None:
+    try:
+        _pattern(pattern)
+    except (ValueError, jsonschema_rs.ValidationError):
+        raise invalid(
+            field,
+            f"pattern {shown(pattern)} is not a regular expression this service can run "
+            "(ECMA 262 syntax, as JSON Schema asks)",
+        ) from None
 
 
 def _subschemas(resource: Resource[Any], resolver: Resolver) -> Iterator[tuple[Any, Resolver]]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 import jsonschema
 import jsonschema_rs
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 from referencing.exceptions import Unresolvable
 
 from content_service import schemas
@@ -100,6 +101,66 @@ def content(validator: ContentValidator, value: dict[str, Any], field: str) -> N
         )
 
 
+def _pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not schemas.pattern_matches(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if schemas.pattern_matches(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(
+    validator: Any, additional: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    """python-jsonschema's additionalProperties, its patternProperties matched on our engine."""
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    extras = [
+        key
+        for key in instance
+        if key not in properties and not any(schemas.pattern_matches(p, key) for p in patterns)
+    ]
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        listed = ", ".join(repr(each) for each in sorted(extras, key=str))
+        verb = "was" if len(extras) == 1 else "were"
+        if patterns:
+            yield ValidationError(
+                f"{listed} {'does' if len(extras) == 1 else 'do'} not match any of the "
+                f"regexes: {', '.join(repr(p) for p in sorted(patterns))}"
+            )
+        else:
+            yield ValidationError(
+                f"Additional properties are not allowed ({listed} {verb} unexpected)"
+            )
+
+
+# Draft 2020-12 with its regular expressions on jsonschema-rs's engine (content_service.schemas):
+# Python's `re` backtracks without bound and holds the GIL while it does.
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    validators={
+        "pattern": _pattern,
+        "patternProperties": _pattern_properties,
+        "additionalProperties": _additional_properties,
+    },
+)
+
+
 class ContentValidator:
     """A definition's schema, checked by python-jsonschema (the rules and the messages) with
     jsonschema-rs as a fast "valid" for schemas whose every keyword means the same in both:
@@ -108,7 +169,7 @@ class ContentValidator:
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
-        self.python = Draft202012Validator(
+        self.python = _Validator(
             schema,
             format_checker=Draft202012Validator.FORMAT_CHECKER,
             registry=schemas.NO_RETRIEVAL,  # never fetches a remote $ref
