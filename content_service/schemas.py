@@ -14,6 +14,12 @@ so that validating content against them never opens a connection or a file and n
   minutes holding the GIL (and, in a write, the SQLite write lock). A pattern that engine
   cannot compile is refused, and so is `unevaluatedProperties` in a schema that has
   `patternProperties` (python-jsonschema would evaluate those patterns with `re`).
+- Work per value is bounded: a schema that is not recursive must not expand to more than
+  MAX_EXPANSION subschema applications (each `$ref` counted where it is used: `allOf` of two
+  `$defs` each an `allOf` of two more... doubles per level). A recursive one (a tree) can still
+  cost 2^depth with two recursive branches per level: python-jsonschema checks content within
+  a budget of evaluations (validation.MAX_EVALUATIONS); jsonschema-rs, which answers only
+  "valid" first, was measured to stay linear on such schemas.
 """
 
 from __future__ import annotations
@@ -76,6 +82,70 @@ def check(schema: dict[str, Any], field: str) -> None:
         raise invalid(
             field, "unevaluatedProperties is not supported in a schema with patternProperties"
         )
+    edges, start = _graph(schema)
+    expansion = _expansion(edges, start)
+    if expansion is not None and expansion > MAX_EXPANSION:
+        raise invalid(
+            field,
+            f"the schema expands to more than {MAX_EXPANSION} subschema applications per value "
+            "(references reused inside references); define each part once",
+        )
+
+
+# Subschema applications a non-recursive schema may expand to (see the module docstring).
+MAX_EXPANSION = 20_000
+
+
+def _graph(schema: dict[str, Any]) -> tuple[dict[int, list[int]], int]:
+    """Every subschema (by id) and the subschemas it applies: its own (properties, items,
+    allOf...) and the targets of its references."""
+    root = DRAFT202012.create_resource(schema)
+    stack = [(root, NO_RETRIEVAL.resolver_with_root(root))]
+    edges: dict[int, list[int]] = {}
+    alive: list[Any] = []  # ids stay unique while the objects live
+    while stack:
+        resource, here = stack.pop()
+        contents = resource.contents
+        if not isinstance(contents, dict) or id(contents) in edges:
+            continue
+        alive.append(contents)
+        out = edges[id(contents)] = []
+        for sub in resource.subresources():
+            if isinstance(sub.contents, dict):
+                out.append(id(sub.contents))
+                stack.append((sub, here.in_subresource(sub)))
+        for keyword in _REFERENCES:
+            ref = contents.get(keyword)
+            if isinstance(ref, str):
+                resolved = here.lookup(ref)
+                if isinstance(resolved.contents, dict):
+                    out.append(id(resolved.contents))
+                    target = DRAFT202012.create_resource(resolved.contents)
+                    stack.append((target, resolved.resolver))
+    return edges, id(schema)
+
+
+def _expansion(edges: dict[int, list[int]], start: int) -> int | None:
+    """How many subschema applications one value meets from `start` (capped just past
+    MAX_EXPANSION), or None when the graph has a cycle (a recursive schema)."""
+    count: dict[int, int] = {}
+    on_path: set[int] = set()
+    path = [(start, iter(edges.get(start, ())))]
+    on_path.add(start)
+    while path:
+        node, children = path[-1]
+        child = next(children, None)
+        if child is None:
+            path.pop()
+            on_path.discard(node)
+            count[node] = min(MAX_EXPANSION + 1, 1 + sum(count[c] for c in edges.get(node, ())))
+            continue
+        if child in on_path:
+            return None
+        if child not in count:
+            on_path.add(child)
+            path.append((child, iter(edges.get(child, ()))))
+    return count[start]
 
 
 @lru_cache(maxsize=4096)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from functools import lru_cache
+from math import inf
 from typing import Any
 
 import jsonschema
@@ -79,10 +82,18 @@ def content(validator: ContentValidator, value: dict[str, Any], field: str) -> N
     whose field is the path inside the content (e.g. `page.sections[0].content.title`)."""
     if validator.surely_valid(value):
         return
+    _budget.left, _budget.deadline = MAX_EVALUATIONS, time.monotonic() + MAX_CHECK_SECONDS
     try:
         errors: list[jsonschema.ValidationError] = sorted(
             validator.python.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
         )
+    except _TooCostly:
+        raise invalid(
+            field,
+            f"takes more than {MAX_EVALUATIONS} schema evaluations or {MAX_CHECK_SECONDS:.0f} s "
+            "to check against its definition's schema (a recursive schema with several "
+            "branches per level); make the content shallower or the schema simpler",
+        ) from None
     except (Unresolvable, RecursionError) as exc:
         # Only a schema stored before the checks of json_schema() existed gets here.
         raise FailedPrecondition(
@@ -149,14 +160,46 @@ def _additional_properties(
             )
 
 
+# What one content check may take on python-jsonschema: this many keyword evaluations or this
+# long, whichever comes first. A recursive schema with two branches per level is 2^depth
+# evaluations (content_service.schemas); a 256 KiB section of tiny values with a keyword-heavy
+# schema is a few hundred thousand (0.1 s for 42,000 here).
+MAX_EVALUATIONS = 1_000_000
+MAX_CHECK_SECONDS = 2.0
+_CLOCK_EVERY = 4096  # evaluations between looks at the clock
+_budget = threading.local()
+
+
+class _TooCostly(Exception):
+    pass
+
+
+def _counted(keyword: Any) -> Any:
+    def counted(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        left = getattr(_budget, "left", MAX_EVALUATIONS)
+        if left <= 0 or (
+            left % _CLOCK_EVERY == 0 and time.monotonic() > getattr(_budget, "deadline", inf)
+        ):
+            raise _TooCostly
+        _budget.left = left - 1
+        return keyword(validator, value, instance, schema)
+
+    return counted
+
+
 # Draft 2020-12 with its regular expressions on jsonschema-rs's engine (content_service.schemas):
-# Python's `re` backtracks without bound and holds the GIL while it does.
+# Python's `re` backtracks without bound and holds the GIL while it does; every keyword counted
+# against the budget of one content check.
 _Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator,
     validators={
-        "pattern": _pattern,
-        "patternProperties": _pattern_properties,
-        "additionalProperties": _additional_properties,
+        name: _counted(keyword)
+        for name, keyword in {
+            **Draft202012Validator.VALIDATORS,
+            "pattern": _pattern,
+            "patternProperties": _pattern_properties,
+            "additionalProperties": _additional_properties,
+        }.items()
     },
 )
 

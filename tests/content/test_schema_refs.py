@@ -260,3 +260,45 @@ def test_patterns_the_engine_cannot_run_are_refused(content_server: ContentServe
         with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
             _create(t, schema)
         assert err["fields"] == ["section_definition.schema"], schema
+
+
+def test_work_per_value_is_bounded(content_server: ContentServer) -> None:
+    t = make_tenant(content_server.admin)
+    # Not recursive, but each level applies the next twice: 2^16 applications per value.
+    defs: dict[str, Any] = {"d16": {"type": "string"}}
+    for i in range(16):
+        defs[f"d{i}"] = {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        _create(t, {"$defs": defs, "$ref": "#/$defs/d0"})
+    assert "expands to more than" in err["message"]
+    # Recursive with two branches per level: 2^depth on content that fails deep down. The
+    # definition is fine (a tree may be written this way); checking stops at the budget.
+    branchy = _create(
+        t,
+        {
+            "$defs": {
+                "n": {
+                    "anyOf": [
+                        {"type": "array", "items": {"$ref": "#/$defs/n"}, "format": "x"},
+                        {"type": "array", "items": {"$ref": "#/$defs/n"}},
+                    ]
+                }
+            },
+            "properties": {"tree": {"$ref": "#/$defs/n"}},
+        },
+        "branchy",
+    )
+    deep: Any = "not an array"
+    for _ in range(40):
+        deep = [deep]
+    page = make_page(t, make_definition(t).id)
+    start = time.monotonic()
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        t.client.pages.AddSection(
+            pages_pb2.AddSectionRequest(
+                page_id=page.id,
+                section=pages_pb2.Section(definition_id=branchy.id, content=struct({"tree": deep})),
+            )
+        )
+    assert err["fields"] == ["section.content"]
+    assert time.monotonic() - start < 10
