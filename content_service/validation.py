@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from math import inf
 from typing import Any
@@ -82,7 +83,8 @@ def content(validator: ContentValidator, value: dict[str, Any], field: str) -> N
     whose field is the path inside the content (e.g. `page.sections[0].content.title`)."""
     if validator.surely_valid(value):
         return
-    _budget.left, _budget.deadline = MAX_EVALUATIONS, time.monotonic() + MAX_CHECK_SECONDS
+    _budget.left = MAX_EVALUATIONS
+    _budget.deadline = getattr(_budget, "window", None) or time.monotonic() + MAX_CHECK_SECONDS
     try:
         errors: list[jsonschema.ValidationError] = sorted(
             validator.python.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
@@ -172,6 +174,20 @@ _budget = threading.local()
 
 class _TooCostly(Exception):
     pass
+
+
+@contextmanager
+def one_budget() -> Iterator[None]:
+    """Every content check inside shares one MAX_CHECK_SECONDS (a batch of pages of many
+    sections is one write: it must not hold the write lock for seconds per section)."""
+    outer = getattr(_budget, "window", None)
+    if outer is None:
+        _budget.window = time.monotonic() + MAX_CHECK_SECONDS
+    try:
+        yield
+    finally:
+        if outer is None:
+            _budget.window = None
 
 
 def _counted(keyword: Any) -> Any:
