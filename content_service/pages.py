@@ -422,32 +422,8 @@ def create_pages(
     fresh = [(i, item) for i, item in enumerate(items) if item.request_id not in found]
 
     rules = _SectionRules(_definitions(session, env, (s for _, it in fresh for s in it.sections)))
-    by_slug: dict[str, int] = {}
-    batch_bytes = 0
-    checked: list[tuple[int, NewPage, list[tuple[SectionDefinition, dict[str, Any]]]]] = []
-    for i, item in fresh:
-        try:
-            validation.slug(item.slug, "page.slug")
-            validation.text(item.title, "page.title", max_len=500)
-            metadata = _metadata_bytes(item.metadata, item.metadata_size, "page.metadata")
-            sections, sections_size = rules.check(item.sections)
-            batch_bytes += _page_bytes(
-                item.title, item.slug, metadata, sections_size, "page.sections"
-            )
-            _status(item.status, "page.status")
-        except InvalidArgument as exc:
-            raise exc.within(where(i)) from None
-        if batch_bytes > MAX_BATCH_BYTES:
-            raise invalid(
-                f"{where(i)}page",
-                f"the pages up to this one are {batch_bytes} bytes encoded, over the limit of "
-                f"{MAX_BATCH_BYTES // (1024 * 1024)} MiB for one call (its response); send "
-                "fewer pages per call",
-            )
-        if item.slug in by_slug:
-            raise invalid(f"{where(i)}page.slug", f"repeats {where(by_slug[item.slug])}page.slug")
-        by_slug[item.slug] = i
-        checked.append((i, item, sections))
+    with validation.one_budget():  # every section's check shares one time budget
+        checked, by_slug = _check_items(fresh, rules, where)
 
     def taken(slug: str) -> AlreadyExists:
         message = f"a page with slug {shown(slug)} already exists in this environment"
@@ -514,6 +490,43 @@ def create_pages(
         if out[i] is None:
             out[i] = load_view(session, found[item.request_id].id)
     return [c for c in out if c is not None]
+
+
+Checked = list[tuple[int, NewPage, list[tuple[SectionDefinition, dict[str, Any]]]]]
+
+
+def _check_items(
+    fresh: list[tuple[int, NewPage]], rules: _SectionRules, where: Callable[[int], str]
+) -> tuple[Checked, dict[str, int]]:
+    """create_pages' rules for each new page: the pages with their checked sections, and the
+    index of each slug."""
+    by_slug: dict[str, int] = {}
+    batch_bytes = 0
+    checked: Checked = []
+    for i, item in fresh:
+        try:
+            validation.slug(item.slug, "page.slug")
+            validation.text(item.title, "page.title", max_len=500)
+            metadata = _metadata_bytes(item.metadata, item.metadata_size, "page.metadata")
+            sections, sections_size = rules.check(item.sections)
+            batch_bytes += _page_bytes(
+                item.title, item.slug, metadata, sections_size, "page.sections"
+            )
+            _status(item.status, "page.status")
+        except InvalidArgument as exc:
+            raise exc.within(where(i)) from None
+        if batch_bytes > MAX_BATCH_BYTES:
+            raise invalid(
+                f"{where(i)}page",
+                f"the pages up to this one are {batch_bytes} bytes encoded, over the limit of "
+                f"{MAX_BATCH_BYTES // (1024 * 1024)} MiB for one call (its response); send "
+                "fewer pages per call",
+            )
+        if item.slug in by_slug:
+            raise invalid(f"{where(i)}page.slug", f"repeats {where(by_slug[item.slug])}page.slug")
+        by_slug[item.slug] = i
+        checked.append((i, item, sections))
+    return checked, by_slug
 
 
 def _insert_sections(

@@ -8,13 +8,27 @@ so that validating content against them never opens a connection or a file and n
 - A schema that applies itself to the same value without descending into it (`{"$ref": "#"}`,
   two `$defs` whose `allOf` name each other) would recurse forever on any content; JSON Schema
   leaves its meaning undefined (2020-12 core, section 9.4.1) and it is refused.
+- Regular expressions (`pattern`, `patternProperties`) run on jsonschema-rs's engine (Rust
+  `regex`, linear in the text, with fancy-regex's backtrack limit for backreferences and
+  lookaround), never on Python's `re`, whose backtracking a pattern like `^(a+)+$` turns into
+  minutes holding the GIL (and, in a write, the SQLite write lock). A pattern that engine
+  cannot compile is refused, and so is `unevaluatedProperties` in a schema that has
+  `patternProperties` (python-jsonschema would evaluate those patterns with `re`).
+- Work per value is bounded: a schema that is not recursive must not expand to more than
+  MAX_EXPANSION subschema applications (each `$ref` counted where it is used: `allOf` of two
+  `$defs` each an `allOf` of two more... doubles per level). A recursive one (a tree) can still
+  cost 2^depth with two recursive branches per level: python-jsonschema checks content within
+  a budget of evaluations (validation.MAX_EVALUATIONS); jsonschema-rs, which answers only
+  "valid" first, was measured to stay linear on such schemas.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
+import jsonschema_rs
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable, Unretrievable
 from referencing.jsonschema import DRAFT202012
@@ -47,13 +61,112 @@ _REFERENCES = ("$ref", "$dynamicRef")
 
 
 def check(schema: dict[str, Any], field: str) -> None:
-    """Raises InvalidArgument (naming `field`) unless every reference resolves inside the schema
-    and no subschema applies itself to the same value. The schema has passed the
-    meta-schema check."""
+    """Raises InvalidArgument (naming `field`) unless every reference resolves inside the schema,
+    no subschema applies itself to the same value, and every pattern compiles on the engine
+    content is checked with. The schema has passed the meta-schema check."""
     root = DRAFT202012.create_resource(schema)
     state: dict[int, int] = {}  # id(subschema) -> 1 on the current path, 2 done
+    has_pattern_properties = has_unevaluated = False
     for contents, here in _subschemas(root, NO_RETRIEVAL.resolver_with_root(root)):
         _walk_in_place(contents, here, field, state)
+        if isinstance(contents, dict):
+            patterns = contents.get("patternProperties")
+            if isinstance(patterns, dict):
+                has_pattern_properties = True
+                for pattern in patterns:
+                    _compiles(pattern, field)
+            if isinstance(contents.get("pattern"), str):
+                _compiles(contents["pattern"], field)
+            has_unevaluated = has_unevaluated or "unevaluatedProperties" in contents
+    if has_pattern_properties and has_unevaluated:
+        raise invalid(
+            field, "unevaluatedProperties is not supported in a schema with patternProperties"
+        )
+    edges, start = _graph(schema)
+    expansion = _expansion(edges, start)
+    if expansion is not None and expansion > MAX_EXPANSION:
+        raise invalid(
+            field,
+            f"the schema expands to more than {MAX_EXPANSION} subschema applications per value "
+            "(references reused inside references); define each part once",
+        )
+
+
+# Subschema applications a non-recursive schema may expand to (see the module docstring).
+MAX_EXPANSION = 20_000
+
+
+def _graph(schema: dict[str, Any]) -> tuple[dict[int, list[int]], int]:
+    """Every subschema (by id) and the subschemas it applies: its own (properties, items,
+    allOf...) and the targets of its references."""
+    root = DRAFT202012.create_resource(schema)
+    stack = [(root, NO_RETRIEVAL.resolver_with_root(root))]
+    edges: dict[int, list[int]] = {}
+    alive: list[Any] = []  # ids stay unique while the objects live
+    while stack:
+        resource, here = stack.pop()
+        contents = resource.contents
+        if not isinstance(contents, dict) or id(contents) in edges:
+            continue
+        alive.append(contents)
+        out = edges[id(contents)] = []
+        for sub in resource.subresources():
+            if isinstance(sub.contents, dict):
+                out.append(id(sub.contents))
+                stack.append((sub, here.in_subresource(sub)))
+        for keyword in _REFERENCES:
+            ref = contents.get(keyword)
+            if isinstance(ref, str):
+                resolved = here.lookup(ref)
+                if isinstance(resolved.contents, dict):
+                    out.append(id(resolved.contents))
+                    target = DRAFT202012.create_resource(resolved.contents)
+                    stack.append((target, resolved.resolver))
+    return edges, id(schema)
+
+
+def _expansion(edges: dict[int, list[int]], start: int) -> int | None:
+    """How many subschema applications one value meets from `start` (capped just past
+    MAX_EXPANSION), or None when the graph has a cycle (a recursive schema)."""
+    count: dict[int, int] = {}
+    on_path: set[int] = set()
+    path = [(start, iter(edges.get(start, ())))]
+    on_path.add(start)
+    while path:
+        node, children = path[-1]
+        child = next(children, None)
+        if child is None:
+            path.pop()
+            on_path.discard(node)
+            count[node] = min(MAX_EXPANSION + 1, 1 + sum(count[c] for c in edges.get(node, ())))
+            continue
+        if child in on_path:
+            return None
+        if child not in count:
+            on_path.add(child)
+            path.append((child, iter(edges.get(child, ()))))
+    return count[start]
+
+
+@lru_cache(maxsize=4096)
+def _pattern(pattern: str) -> jsonschema_rs.Validator:
+    return jsonschema_rs.validator_for({"pattern": pattern})
+
+
+def pattern_matches(pattern: str, text: str) -> bool:
+    """JSON Schema's `pattern` (a search, not a full match) on jsonschema-rs's engine."""
+    return bool(_pattern(pattern).is_valid(text))
+
+
+def _compiles(pattern: str, field: str) -> None:
+    try:
+        _pattern(pattern)
+    except (ValueError, jsonschema_rs.ValidationError):
+        raise invalid(
+            field,
+            f"pattern {shown(pattern)} is not a regular expression this service can run "
+            "(ECMA 262 syntax, as JSON Schema asks)",
+        ) from None
 
 
 def _subschemas(resource: Resource[Any], resolver: Resolver) -> Iterator[tuple[Any, Resolver]]:

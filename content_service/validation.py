@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from math import inf
 from typing import Any
 
 import jsonschema
 import jsonschema_rs
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 from referencing.exceptions import Unresolvable
 
 from content_service import schemas
@@ -78,10 +83,19 @@ def content(validator: ContentValidator, value: dict[str, Any], field: str) -> N
     whose field is the path inside the content (e.g. `page.sections[0].content.title`)."""
     if validator.surely_valid(value):
         return
+    _budget.left = MAX_EVALUATIONS
+    _budget.deadline = getattr(_budget, "window", None) or time.monotonic() + MAX_CHECK_SECONDS
     try:
         errors: list[jsonschema.ValidationError] = sorted(
             validator.python.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
         )
+    except _TooCostly:
+        raise invalid(
+            field,
+            f"takes more than {MAX_EVALUATIONS} schema evaluations or {MAX_CHECK_SECONDS:.0f} s "
+            "to check against its definition's schema (a recursive schema with several "
+            "branches per level); make the content shallower or the schema simpler",
+        ) from None
     except (Unresolvable, RecursionError) as exc:
         # Only a schema stored before the checks of json_schema() existed gets here.
         raise FailedPrecondition(
@@ -100,6 +114,112 @@ def content(validator: ContentValidator, value: dict[str, Any], field: str) -> N
         )
 
 
+def _pattern(
+    validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not schemas.pattern_matches(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if schemas.pattern_matches(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(
+    validator: Any, additional: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    """python-jsonschema's additionalProperties, its patternProperties matched on our engine."""
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    extras = [
+        key
+        for key in instance
+        if key not in properties and not any(schemas.pattern_matches(p, key) for p in patterns)
+    ]
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        listed = ", ".join(repr(each) for each in sorted(extras, key=str))
+        verb = "was" if len(extras) == 1 else "were"
+        if patterns:
+            yield ValidationError(
+                f"{listed} {'does' if len(extras) == 1 else 'do'} not match any of the "
+                f"regexes: {', '.join(repr(p) for p in sorted(patterns))}"
+            )
+        else:
+            yield ValidationError(
+                f"Additional properties are not allowed ({listed} {verb} unexpected)"
+            )
+
+
+# What one content check may take on python-jsonschema: this many keyword evaluations or this
+# long, whichever comes first. A recursive schema with two branches per level is 2^depth
+# evaluations (content_service.schemas); a 256 KiB section of tiny values with a keyword-heavy
+# schema is a few hundred thousand (0.1 s for 42,000 here).
+MAX_EVALUATIONS = 1_000_000
+MAX_CHECK_SECONDS = 2.0
+_CLOCK_EVERY = 4096  # evaluations between looks at the clock
+_budget = threading.local()
+
+
+class _TooCostly(Exception):
+    pass
+
+
+@contextmanager
+def one_budget() -> Iterator[None]:
+    """Every content check inside shares one MAX_CHECK_SECONDS (a batch of pages of many
+    sections is one write: it must not hold the write lock for seconds per section)."""
+    outer = getattr(_budget, "window", None)
+    if outer is None:
+        _budget.window = time.monotonic() + MAX_CHECK_SECONDS
+    try:
+        yield
+    finally:
+        if outer is None:
+            _budget.window = None
+
+
+def _counted(keyword: Any) -> Any:
+    def counted(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        left = getattr(_budget, "left", MAX_EVALUATIONS)
+        if left <= 0 or (
+            left % _CLOCK_EVERY == 0 and time.monotonic() > getattr(_budget, "deadline", inf)
+        ):
+            raise _TooCostly
+        _budget.left = left - 1
+        return keyword(validator, value, instance, schema)
+
+    return counted
+
+
+# Draft 2020-12 with its regular expressions on jsonschema-rs's engine (content_service.schemas):
+# Python's `re` backtracks without bound and holds the GIL while it does; every keyword counted
+# against the budget of one content check.
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator,
+    validators={
+        name: _counted(keyword)
+        for name, keyword in {
+            **Draft202012Validator.VALIDATORS,
+            "pattern": _pattern,
+            "patternProperties": _pattern_properties,
+            "additionalProperties": _additional_properties,
+        }.items()
+    },
+)
+
+
 class ContentValidator:
     """A definition's schema, checked by python-jsonschema (the rules and the messages) with
     jsonschema-rs as a fast "valid" for schemas whose every keyword means the same in both:
@@ -108,7 +228,7 @@ class ContentValidator:
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
-        self.python = Draft202012Validator(
+        self.python = _Validator(
             schema,
             format_checker=Draft202012Validator.FORMAT_CHECKER,
             registry=schemas.NO_RETRIEVAL,  # never fetches a remote $ref

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loom.content.v1 import (
+    chat_pb2,
     chat_pb2_grpc,
     clone_pb2_grpc,
     common_pb2,
@@ -19,7 +20,7 @@ from loom.content.v1 import (
     settings_pb2_grpc,
 )
 
-from tests.content.tenants_and_pages import Tenant
+from tests.content.tenants_and_pages import Tenant, struct
 from tests.support import Stub
 
 
@@ -45,6 +46,23 @@ def search_stub(t: Tenant) -> Stub:
 
 def clone_stub(t: Tenant) -> Stub:
     return t.client.stub(clone_pb2_grpc.EnvironmentCloneServiceStub)
+
+
+def make_chat(t: Tenant, messages: int = 1, title: str = "chat") -> chat_pb2.ChatSession:
+    """A chat session of the tenant's site with `messages` user messages ("hi")."""
+    session: chat_pb2.ChatSession = chat(t).CreateSession(
+        chat_pb2.CreateSessionRequest(site_id=t.site_id, session=chat_pb2.ChatSession(title=title))
+    )
+    chat(t).AppendMessages(
+        chat_pb2.AppendMessagesRequest(
+            session_id=session.id,
+            messages=[
+                chat_pb2.Message(role=chat_pb2.MESSAGE_ROLE_USER, content=struct({"text": "hi"}))
+                for _ in range(messages)
+            ],
+        )
+    )
+    return session
 
 
 def make_post(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import socket
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
@@ -203,3 +204,101 @@ def test_a_stored_schema_from_before_the_checks_is_never_fetched(
     with raises_status(grpc.StatusCode.FAILED_PRECONDITION) as err:
         make_page(t, hero.id)
     assert err["reason"] == "SCHEMA_UNUSABLE"
+
+
+def test_patterns_never_backtrack_without_bound(content_server: ContentServer) -> None:
+    """`^(a+)+$` against 'aaaa…!' takes Python's `re` longer than the age of the universe
+    (holding the GIL, and in a write the SQLite write lock); on jsonschema-rs's engine it is
+    microseconds, on the slow path (the error messages) as on the fast one."""
+    t = make_tenant(content_server.admin)
+    evil = "^(a+)+$"
+    definition = _create(
+        t,
+        {
+            "type": "object",
+            "properties": {"name": {"type": "string", "pattern": evil}},
+            "patternProperties": {evil: {"type": "string"}},
+            "additionalProperties": False,
+        },
+        "evil",
+    )
+    page = make_page(t, make_definition(t).id)
+    hostile = "a" * 5_000 + "!"
+    for content, field in [
+        ({"name": hostile}, "section.content.name"),
+        ({hostile: "x"}, "section.content"),
+        ({"aaaa": 1}, "section.content.aaaa"),
+    ]:
+        start = time.monotonic()
+        with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+            t.client.pages.AddSection(
+                pages_pb2.AddSectionRequest(
+                    page_id=page.id,
+                    section=pages_pb2.Section(definition_id=definition.id, content=struct(content)),
+                )
+            )
+        assert err["fields"] == [field], content
+        assert time.monotonic() - start < 2
+    # Matching keys and values still pass.
+    t.client.pages.AddSection(
+        pages_pb2.AddSectionRequest(
+            page_id=page.id,
+            section=pages_pb2.Section(
+                definition_id=definition.id, content=struct({"name": "aaa", "aa": "x"})
+            ),
+        )
+    )
+
+
+def test_patterns_the_engine_cannot_run_are_refused(content_server: ContentServer) -> None:
+    t = make_tenant(content_server.admin)
+    for schema in (
+        {"pattern": "a{,3}"},  # Python's re only
+        {"patternProperties": {"(?P<x>a)(?P=x)": {}}},
+        {"patternProperties": {"^x": {}}, "unevaluatedProperties": False},
+    ):
+        with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+            _create(t, schema)
+        assert err["fields"] == ["section_definition.schema"], schema
+
+
+def test_work_per_value_is_bounded(content_server: ContentServer) -> None:
+    t = make_tenant(content_server.admin)
+    # Not recursive, but each level applies the next twice: 2^16 applications per value.
+    defs: dict[str, Any] = {"d16": {"type": "string"}}
+    for i in range(16):
+        defs[f"d{i}"] = {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        _create(t, {"$defs": defs, "$ref": "#/$defs/d0"})
+    assert "expands to more than" in err["message"]
+    # Recursive with two branches per level: 2^depth on content that fails deep down. The
+    # definition is fine (a tree may be written this way); checking stops at the budget.
+    branchy = _create(
+        t,
+        {
+            "$defs": {
+                "n": {
+                    "anyOf": [
+                        {"type": "array", "items": {"$ref": "#/$defs/n"}, "format": "x"},
+                        {"type": "array", "items": {"$ref": "#/$defs/n"}},
+                    ]
+                }
+            },
+            "properties": {"tree": {"$ref": "#/$defs/n"}},
+        },
+        "branchy",
+    )
+    deep: Any = "not an array"
+    for _ in range(40):
+        deep = [deep]
+    page = make_page(t, make_definition(t).id)
+    start = time.monotonic()
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT) as err:
+        t.client.pages.AddSection(
+            pages_pb2.AddSectionRequest(
+                page_id=page.id,
+                section=pages_pb2.Section(definition_id=branchy.id, content=struct({"tree": deep})),
+            )
+        )
+    assert err["fields"] == ["section.content"]
+    assert time.monotonic() - start < 10

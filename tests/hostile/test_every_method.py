@@ -39,8 +39,16 @@ from loom.content.v1 import (
 )
 from loom.vector.v1 import vector_pb2
 
-from tests.content.service_stubs import chat, make_post, nav, posts, search_stub, site_settings
-from tests.content.tenants_and_pages import Tenant, make_definition, make_page, make_tenant, struct
+from tests.content.service_stubs import (
+    chat,
+    make_chat,
+    make_post,
+    nav,
+    posts,
+    search_stub,
+    site_settings,
+)
+from tests.content.tenants_and_pages import Tenant, make_definition, make_page, make_tenant
 from tests.hostile import wire
 from tests.hostile.methods import (
     ENDLESS,
@@ -292,17 +300,7 @@ def _seed(server: ContentServer, vector: Any, t: Tenant) -> Ids:
             update_mask=field_mask_pb2.FieldMask(paths=["theme"]),
         )
     )
-    session = chat(t).CreateSession(
-        chat_pb2.CreateSessionRequest(site_id=t.site_id, session=chat_pb2.ChatSession(title="c"))
-    )
-    chat(t).AppendMessages(
-        chat_pb2.AppendMessagesRequest(
-            session_id=session.id,
-            messages=[
-                chat_pb2.Message(role=chat_pb2.MESSAGE_ROLE_USER, content=struct({"text": "hi"}))
-            ],
-        )
-    )
+    session = make_chat(t)
     uploads = Stub(images_pb2_grpc.ImageServiceStub(server.channel), t.key)
     image = uploads.UploadImage(
         iter(

@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 from loom.content.v1 import chat_pb2, common_pb2, pages_pb2, posts_pb2, search_pb2
 
-from tests.content.service_stubs import chat, make_post, posts, search_stub
-from tests.content.tenants_and_pages import make_definition, make_page, make_tenant, struct
+from tests.content.service_stubs import chat, make_chat, make_post, posts, search_stub
+from tests.content.tenants_and_pages import make_definition, make_page, make_tenant
 from tests.support import ContentServer, ContentServerFactory, raises_status
 
 
@@ -43,18 +43,7 @@ def test_bad_tokens_on_pages_posts_chat_and_search(content_server: ContentServer
     for slug in ("a", "b", "c"):
         make_page(t, hero.id, slug=slug, n_sections=1)
         make_post(t, slug, body="walrus " * 3)
-    session = chat(t).CreateSession(
-        chat_pb2.CreateSessionRequest(site_id=t.site_id, session=chat_pb2.ChatSession(title="x"))
-    )
-    chat(t).AppendMessages(
-        chat_pb2.AppendMessagesRequest(
-            session_id=session.id,
-            messages=[
-                chat_pb2.Message(role=chat_pb2.MESSAGE_ROLE_USER, content=struct({"text": "hi"}))
-                for _ in range(3)
-            ],
-        )
-    )
+    session = make_chat(t, 3)
 
     def list_pages(token: str, **kw: Any) -> Any:
         return t.client.pages.ListPages(

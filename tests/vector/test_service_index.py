@@ -38,7 +38,8 @@ def test_ann_index_is_built_and_tenant_filtered_recall_holds(tmp_path: Path) -> 
     teams = [TEAMS[i % len(TEAMS)] for i in range(ROWS)]
     with serving_vector(settings, embedder) as server:
         stub = server.service
-        for start in range(0, ROWS, 250):  # UpsertDocuments takes 64,000 characters a call
+        # 250 texts of 209 characters a call: under UpsertDocuments' 64,000 characters.
+        for start in range(0, ROWS, 250):
             upsert(
                 stub,
                 [
