@@ -50,12 +50,17 @@ def etag_of(chat: ChatSession) -> str:
     return f'W/"{chat.version}"'
 
 
-def _check_etag(chat: ChatSession, etag: str) -> None:
+def _for_write(
+    session: Session, principal: Principal, session_id: str, field: str, etag: str
+) -> ChatSession:
+    """The session, locked for a write, whose etag (when the caller sent one) is current."""
+    chat = _session_in_scope(session, principal, session_id, field, lock=True)
     if etag and etag != etag_of(chat):
         raise Aborted(
             "the session changed since you read it (etag mismatch); read it again",
             reason="ETAG_MISMATCH",
         )
+    return chat
 
 
 def _touch(chat: ChatSession) -> None:
@@ -167,8 +172,7 @@ def update_session(
     etag: str,
 ) -> ChatSession:
     stored = _stored(fields, paths)
-    chat = _session_in_scope(session, principal, session_id, "session.id", lock=True)
-    _check_etag(chat, etag)
+    chat = _for_write(session, principal, session_id, "session.id", etag)
     for column, value in stored.items():
         setattr(chat, column, value)
     _touch(chat)
@@ -218,8 +222,7 @@ def append_messages(
     if len(messages) > MAX_MESSAGES_PER_APPEND:
         raise invalid("messages", f"at most {MAX_MESSAGES_PER_APPEND} messages per call")
     stored = _checked(messages)
-    chat = _session_in_scope(session, principal, session_id, "session_id", lock=True)
-    _check_etag(chat, etag)
+    chat = _for_write(session, principal, session_id, "session_id", etag)
     last = session.scalar(select(func.max(Message.seq)).where(Message.session_id == chat.id))
     return chat, _insert(session, chat, stored, 0 if last is None else last + 1)
 
@@ -235,8 +238,7 @@ def replace_messages(
     if len(messages) > MAX_MESSAGES_PER_REPLACE:
         raise invalid("messages", f"at most {MAX_MESSAGES_PER_REPLACE} messages per call")
     stored = _checked(messages)
-    chat = _session_in_scope(session, principal, session_id, "session_id", lock=True)
-    _check_etag(chat, etag)
+    chat = _for_write(session, principal, session_id, "session_id", etag)
     session.execute(delete(Message).where(Message.session_id == chat.id))
     return chat, _insert(session, chat, stored, 0)
 

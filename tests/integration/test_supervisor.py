@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 
 from servicekit.lifeline import ENV, Lifeline
-from tests.integration.stack import ROOT
+from tests.integration.stack import OWN_PREFIXES, ROOT
 from tests.support import wait_until
-
-OWN_PREFIXES = ("CONTENT_", "VECTOR_", "WORKER_", "LOOM_", "DATA_DIR")
 
 
 def clean_env(data_dir: Path, **settings: str) -> dict[str, str]:
