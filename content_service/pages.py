@@ -108,9 +108,7 @@ def create_definition(
 ) -> SectionDefinition:
     """`schema` comes from definition_schema()."""
     env = scope.environment(session, principal, environment_id)
-    validation.content(
-        schema, _default_content(default_content), "section_definition.default_content"
-    )
+    check_default(schema, default_content)
     ts = now()
     definition = SectionDefinition(
         id=new_id(),
@@ -124,6 +122,13 @@ def create_definition(
     session.add(definition)
     _flush_unique(session, f"a section definition named {shown(name)} already exists here")
     return definition
+
+
+def check_default(schema: validation.ContentValidator, default_content: dict[str, Any]) -> None:
+    """A definition's default content, valid for its schema."""
+    validation.content(
+        schema, _default_content(default_content), "section_definition.default_content"
+    )
 
 
 def get_definition(
@@ -160,13 +165,7 @@ def update_definition(
 ) -> SectionDefinition:
     """`schema` (None: keep the stored one) comes from definition_schema()."""
     definition = get_definition(session, principal, definition_id, "section_definition.id")
-    validator = schema or definition_schema(json.loads(definition.schema))
-    new_default = (
-        _default_content(default_content)
-        if default_content is not None
-        else json.loads(definition.default_content)
-    )
-    validation.content(validator, new_default, "section_definition.default_content")
+    validator, new_default = _checked_definition(definition, schema, default_content)
     if name is not None:
         definition.name = validation.definition_name(name, "section_definition.name")
     definition.schema = dumps(validator.schema)
@@ -174,6 +173,34 @@ def update_definition(
     definition.updated_at = now()
     _flush_unique(session, f"a section definition named {shown(name)} already exists here")
     return definition
+
+
+def check_definition_update(
+    session: Session,
+    principal: Principal,
+    definition_id: str,
+    schema: validation.ContentValidator | None,
+    default_content: dict[str, Any] | None,
+) -> None:
+    """update_definition's content check, made first in a read (validation.checked_first)."""
+    definition = get_definition(session, principal, definition_id, "section_definition.id")
+    _checked_definition(definition, schema, default_content)
+
+
+def _checked_definition(
+    definition: SectionDefinition,
+    schema: validation.ContentValidator | None,
+    default_content: dict[str, Any] | None,
+) -> tuple[validation.ContentValidator, dict[str, Any]]:
+    # The stored schema was checked when it was stored: its cached validator is enough.
+    validator = schema or validation.validator_for(definition.schema)
+    new_default = (
+        _default_content(default_content)
+        if default_content is not None
+        else json.loads(definition.default_content)
+    )
+    validation.content(validator, new_default, "section_definition.default_content")
+    return validator, new_default
 
 
 def delete_definition(session: Session, principal: Principal, definition_id: str) -> None:
@@ -492,6 +519,21 @@ def create_pages(
     return [c for c in out if c is not None]
 
 
+def check_new_pages(
+    session: Session,
+    principal: Principal,
+    environment_id: str,
+    items: Sequence[NewPage],
+    where: Callable[[int], str] = _no_prefix,
+) -> None:
+    """create_pages's item and content checks, made first in a read (validation.checked_first):
+    the same rules, so the write finds every check already passed."""
+    env = scope.environment(session, principal, environment_id)
+    rules = _SectionRules(_definitions(session, env, (s for it in items for s in it.sections)))
+    with validation.one_budget():
+        _check_items(list(enumerate(items)), rules, where)
+
+
 Checked = list[tuple[int, NewPage, list[tuple[SectionDefinition, dict[str, Any]]]]]
 
 
@@ -790,6 +832,14 @@ def add_section(
     return load_view(session, page.id)
 
 
+def check_added_section(
+    session: Session, principal: Principal, page_id: str, section: SectionInput
+) -> None:
+    """add_section's content check, made first in a read (validation.checked_first)."""
+    _, env = _page_in_scope(session, principal, page_id, "page_id")
+    _validated_sections(session, env, [section])
+
+
 def _section_link(
     session: Session, page: Page, section_id: str
 ) -> tuple[list[tuple[str, str]], int]:
@@ -821,16 +871,30 @@ def update_section(
         MAX_PAGE_BYTES
     ):
         raise _page_full(size)
-    entry = session.get(SectionEntry, section_id)
-    assert entry is not None
-    definition = session.get(SectionDefinition, entry.definition_id)
-    assert definition is not None
-    validation.content(validation.validator_for(definition.schema), content, "content")
+    entry = _checked_section(session, section_id, content)
     entry.content = dumps(content)
     entry.updated_at = now()
     _touch(page)
     indexing.page_changed(session, page)
     return load_view(session, page.id)
+
+
+def check_section_update(
+    session: Session, principal: Principal, page_id: str, section_id: str, content: dict[str, Any]
+) -> None:
+    """update_section's content check, made first in a read (validation.checked_first)."""
+    page, _ = _page_in_scope(session, principal, page_id, "page_id")
+    _section_link(session, page, section_id)
+    _checked_section(session, section_id, content)
+
+
+def _checked_section(session: Session, section_id: str, content: dict[str, Any]) -> SectionEntry:
+    entry = session.get(SectionEntry, section_id)
+    assert entry is not None
+    definition = session.get(SectionDefinition, entry.definition_id)
+    assert definition is not None
+    validation.content(validation.validator_for(definition.schema), content, "content")
+    return entry
 
 
 def move_section(

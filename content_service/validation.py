@@ -20,7 +20,14 @@ from referencing.exceptions import Unresolvable
 
 from content_service import schemas
 from content_service.db.values import dumps
-from servicekit.errors import FailedPrecondition, FieldViolation, InvalidArgument, invalid, shown
+from servicekit.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    invalid,
+    shown,
+)
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 ENV_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -78,9 +85,58 @@ def json_schema(schema: dict[str, Any], field: str) -> ContentValidator:
     return ContentValidator(schema)
 
 
+class CheckedFirst:
+    """The content checks of one write, made before its transaction (checked_first)."""
+
+    def __init__(self) -> None:
+        self.passed: set[tuple[str, str]] = set()
+        self.in_write = False
+
+    def writing(self) -> None:
+        """From here on content() evaluates nothing: the write transaction is about to open."""
+        self.in_write = True
+
+
+_checked = threading.local()
+
+
+@contextmanager
+def checked_first() -> Iterator[CheckedFirst]:
+    """Runs a write's content checks before its transaction, so no schema is evaluated while
+    the write lock is held. Inside the block, content() records every (schema, content) pair it
+    passes; after `.writing()` it only looks a pair up. A pair not seen before means the
+    definition's schema changed between the check and the write (or a path was not checked
+    first): ABORTED, nothing written, the client retries."""
+    outer = getattr(_checked, "current", None)
+    checks = CheckedFirst()
+    _checked.current = checks
+    try:
+        yield checks
+    finally:
+        _checked.current = outer
+
+
 def content(validator: ContentValidator, value: dict[str, Any], field: str) -> None:
     """Checks content against a definition's schema; every failure becomes a field violation
     whose field is the path inside the content (e.g. `page.sections[0].content.title`)."""
+    checks: CheckedFirst | None = getattr(_checked, "current", None)
+    if checks is None:
+        _check(validator, value, field)
+        return
+    key = (validator.key, dumps(value))
+    if checks.in_write:
+        if key not in checks.passed:
+            raise Aborted(
+                f"the section definition behind {field} changed while this write was being "
+                "checked; nothing was written: retry the request",
+                reason="DEFINITION_CHANGED",
+            )
+        return
+    _check(validator, value, field)
+    checks.passed.add(key)
+
+
+def _check(validator: ContentValidator, value: dict[str, Any], field: str) -> None:
     if validator.surely_valid(value):
         return
     _budget.left = MAX_EVALUATIONS
@@ -228,6 +284,7 @@ class ContentValidator:
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
+        self.key = dumps(schema)  # names the schema in checked_first's record
         self.python = _Validator(
             schema,
             format_checker=Draft202012Validator.FORMAT_CHECKER,

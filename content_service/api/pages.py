@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
 from loom.content.v1 import pages_pb2, pages_pb2_grpc
+from sqlalchemy.orm import Session
 
 from content_service import pages, validation
 from content_service.api.common import STATUS_FROM_DB, mask_paths, status_to_db
@@ -148,17 +151,31 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    @contextmanager
+    def _write_checked_first(self, check: Callable[[Session], None]) -> Iterator[Session]:
+        """A write transaction whose content checks `check` made first, in a read: no schema
+        is evaluated while the write lock is held (validation.checked_first)."""
+        with validation.checked_first() as checks:
+            with self.db.read() as s:
+                check(s)
+            checks.writing()
+            with self.db.write() as s:
+                yield s
+
     def CreateSectionDefinition(
         self, request: pages_pb2.CreateSectionDefinitionRequest, context: grpc.ServicerContext
     ) -> pages_pb2.SectionDefinition:
         d = request.section_definition
         schema = pages.definition_schema(struct_field_to_json(d, "schema", pages.SCHEMA_FIELD))
         default = struct_field_to_json(d, "default_content", "section_definition.default_content")
-        with self.db.write() as s:
-            row = pages.create_definition(
-                s, current_principal(), request.environment_id, d.name, schema, default
-            )
-            return definition_proto(row)
+        with validation.checked_first() as checks:
+            pages.check_default(schema, default)
+            checks.writing()
+            with self.db.write() as s:
+                row = pages.create_definition(
+                    s, current_principal(), request.environment_id, d.name, schema, default
+                )
+                return definition_proto(row)
 
     def GetSectionDefinition(
         self, request: pages_pb2.GetSectionDefinitionRequest, context: grpc.ServicerContext
@@ -198,7 +215,9 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
             if "default_content" in paths
             else None
         )
-        with self.db.write() as s:
+        with self._write_checked_first(
+            lambda r: pages.check_definition_update(r, current_principal(), d.id, schema, default)
+        ) as s:
             row = pages.update_definition(
                 s,
                 current_principal(),
@@ -220,8 +239,11 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
         self, request: pages_pb2.CreatePageRequest, context: grpc.ServicerContext
     ) -> pages_pb2.Page:
         item = _new_page(request)
-        with self.db.write() as s:
-            created = pages.create_pages(s, current_principal(), request.environment_id, [item])
+        env = request.environment_id
+        with self._write_checked_first(
+            lambda r: pages.check_new_pages(r, current_principal(), env, [item])
+        ) as s:
+            created = pages.create_pages(s, current_principal(), env, [item])
         page = pages_pb2.Page()
         fill_created(page, created[0], request.page)
         return page
@@ -243,10 +265,11 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
                 items.append(_new_page(item))
             except InvalidArgument as exc:
                 raise exc.within(f"requests[{i}].") from None
-        with self.db.write() as s:
-            created = pages.create_pages(
-                s, current_principal(), request.environment_id, items, _batch_item
-            )
+        env = request.environment_id
+        with self._write_checked_first(
+            lambda r: pages.check_new_pages(r, current_principal(), env, items, _batch_item)
+        ) as s:
+            created = pages.create_pages(s, current_principal(), env, items, _batch_item)
         # Built after the commit (the write lock is not held meanwhile), in place: no copies.
         response = pages_pb2.BatchCreatePagesResponse()
         for one, asked in zip(created, request.requests, strict=True):
@@ -314,7 +337,9 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
     ) -> pages_pb2.Page:
         section = _section_input(request.section, "section")
         position = request.position if request.HasField("position") else None
-        with self.db.write() as s:
+        with self._write_checked_first(
+            lambda r: pages.check_added_section(r, current_principal(), request.page_id, section)
+        ) as s:
             return rows_proto(
                 pages.add_section(s, current_principal(), request.page_id, section, position)
             )
@@ -326,7 +351,11 @@ class PageServicer(pages_pb2_grpc.PageServiceServicer):
             request.content.ByteSize(), "content", max_bytes=pages.MAX_SECTION_BYTES
         )
         content = struct_field_to_json(request, "content", "content")
-        with self.db.write() as s:
+        with self._write_checked_first(
+            lambda r: pages.check_section_update(
+                r, current_principal(), request.page_id, request.section_id, content
+            )
+        ) as s:
             return rows_proto(
                 pages.update_section(
                     s, current_principal(), request.page_id, request.section_id, content, size
