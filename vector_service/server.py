@@ -41,6 +41,7 @@ def store_options(settings: VectorSettings) -> StoreOptions:
         refine_factor=settings.search_refine_factor,
         maintenance_writes=settings.maintenance_writes,
         maintenance_seconds=settings.maintenance_seconds,
+        storage=settings.storage_options(),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from servicekit.settings import ServiceSettings
@@ -22,6 +22,14 @@ class VectorSettings(ServiceSettings):
     port: int = 50052
     # Empty means a directory under DATA_DIR. Any URI LanceDB takes (s3://..., gs://...).
     lancedb_uri: str = ""
+    # An S3-compatible store for an s3:// URI (docs/vector.md). Empty values fall back to
+    # LanceDB's own defaults (the standard AWS_* variables, instance credentials).
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    # Plain http:// endpoints (local servers such as MinIO or moto); off, LanceDB refuses them.
+    s3_allow_http: bool = False
     # Empty means "openai" when an OpenAI key is configured, else "local".
     embedder: Provider | None = None
     # Empty means the provider's default model.
@@ -70,6 +78,18 @@ class VectorSettings(ServiceSettings):
         if self.lancedb_uri:
             return self.lancedb_uri
         return str((self.data_dir / "lancedb").resolve())
+
+    def storage_options(self) -> dict[str, str]:
+        """LanceDB's storage_options for the object store: only what is set, so an unset
+        value keeps LanceDB's default rather than overriding it with an empty string."""
+        options = {
+            "aws_endpoint": self.s3_endpoint,
+            "aws_region": self.s3_region,
+            "aws_access_key_id": self.s3_access_key_id,
+            "aws_secret_access_key": self.s3_secret_access_key.get_secret_value(),
+            "allow_http": "true" if self.s3_allow_http else "",
+        }
+        return {key: value for key, value in options.items() if value}
 
     @property
     def provider(self) -> Provider:

@@ -83,7 +83,7 @@ class VectorStore:
         self.configured = configured
         self.options = options
         self._stopping = threading.Event()
-        self._tables = Tables(uri, configured)
+        self._tables = Tables(uri, configured, options.storage)
         # Told of every change of an active table, inside its lock (`hooks`).
         self._observers: list[TableObserver] = []
         self._maintenance = Maintenance(self._tables, options, self._stopping, self._observers)

@@ -3,7 +3,7 @@ own module so that every part of the store can take it without importing another
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -14,3 +14,5 @@ class StoreOptions:
     refine_factor: int = 5
     maintenance_writes: int = 100
     maintenance_seconds: float = 30.0
+    # LanceDB's storage_options (object-store endpoint, credentials); empty for a local folder.
+    storage: dict[str, str] = field(default_factory=dict)

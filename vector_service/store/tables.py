@@ -145,10 +145,12 @@ class Tables:
     """The LanceDB connection, the catalog, and every collection's state, loaded from them
     when opened. Thread-safe."""
 
-    def __init__(self, uri: str, configured: VectorSpace) -> None:
+    def __init__(
+        self, uri: str, configured: VectorSpace, storage: dict[str, str] | None = None
+    ) -> None:
         self.uri = uri
         self.configured = configured
-        self.db = lancedb.connect(uri)
+        self.db = lancedb.connect(uri, storage_options=storage or None)
         self.catalog = Catalog(self.db)
         self.states = {c: CollectionState(c) for c in Collection}
         self._load()
