@@ -1,6 +1,6 @@
 """A real S3-compatible server for tests: moto's server mode (`moto[server]`) in its own
-process on a free loopback port, and a TCP gate in front of it that a fault test can close and
-open again (the store "down" from the clients' side, its data kept, which restarting moto would
+process on a free loopback port, behind a tests.forwarder.Forwarder that a fault test can cut
+and resume (the store "down" from the clients' side, its data kept, which restarting moto would
 lose: it holds objects in memory)."""
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from tests.forwarder import Forwarder
 
 REGION = "us-east-1"
 ACCESS_KEY = "loom-test-access"
@@ -41,84 +42,17 @@ def _moto_answers(endpoint: str) -> bool:
 
 
 @dataclass
-class TcpGate:
-    """Forwards loopback TCP connections from its own port to `target_port`. `close()` refuses
-    new connections and cuts the open ones (a store that went down); `open()` serves again on
-    the same port."""
-
-    target_port: int
-    port: int = 0
-    _listener: socket.socket | None = None
-    _conns: list[socket.socket] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def open(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(128)
-        self.port = int(listener.getsockname()[1])
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def close(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
-
-    @property
-    def is_open(self) -> bool:
-        return self._listener is not None
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._conns += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-
-@dataclass
 class S3Server:
-    """A running moto server behind a TcpGate. `endpoint` is the gate's URL (what services
+    """A running moto server behind a Forwarder. `endpoint` is the gate's URL (what services
     are given); `bucket()` makes a new bucket; `env()` is the standard AWS_* variables."""
 
     process: subprocess.Popen[bytes]
     moto_port: int
-    gate: TcpGate
+    gate: Forwarder
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.gate.port}"
+        return f"http://{self.gate.address}"
 
     def env(self) -> dict[str, str]:
         return {
@@ -148,10 +82,10 @@ class S3Server:
         return name
 
     def down(self) -> None:
-        self.gate.close()
+        self.gate.cut()
 
     def up(self) -> None:
-        self.gate.open()
+        self.gate.resume()
 
 
 @contextmanager
@@ -165,17 +99,18 @@ def serving_s3(log_dir: Path | None = None) -> Iterator[S3Server]:
         stderr=subprocess.STDOUT,
         env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"},
     )
-    gate = TcpGate(target_port=port)
+    gate: Forwarder | None = None
     try:
         deadline = time.monotonic() + 30
         while not _moto_answers(f"http://127.0.0.1:{port}"):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"moto server did not start on port {port}")
             time.sleep(0.05)
-        gate.open()
+        gate = Forwarder(f"127.0.0.1:{port}")
         yield S3Server(process=process, moto_port=port, gate=gate)
     finally:
-        gate.close()
+        if gate is not None:
+            gate.cut()
         process.terminate()
         try:
             process.wait(timeout=5)

@@ -22,8 +22,8 @@ from image_worker.worker import Worker
 from loom_backup.progress import Printer
 from loom_backup.settings import BackupSettings
 from tests.content.tenants_and_pages import Tenant, make_definition, make_tenant, struct
+from tests.forwarder import Forwarder
 from tests.images.helpers import download, upload
-from tests.integration.stack import Forwarder
 from tests.support import (
     SERVICE_TOKEN,
     Clients,

@@ -9,11 +9,9 @@ so no port is picked first and bound later (that races)."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +23,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.forwarder import Forwarder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,63 +90,6 @@ def content_vector_address_env() -> str | None:
     names = setting_env_names(ContentSettings)
     found = [env for name, env in names.items() if "vector" in name and "address" in name]
     return found[0] if found else None
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
-class Forwarder:
-    """A loopback port bound now that forwards to an address known later.
-
-    content_service and vector_service each need the other's address and both bind port 0;
-    content gets this port, and once vector_service is up the forwarder points at it. No port
-    is picked first and bound later (that races)."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        self._target: tuple[str, int] | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._accept, name="forwarder", daemon=True).start()
-
-    def point_at(self, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        self._target = (host, int(port))
-        self._ready.set()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
-
-    def _connect(self, client: socket.socket) -> None:
-        if not self._ready.wait(STARTUP_TIMEOUT) or self._target is None:
-            client.close()
-            return
-        try:
-            upstream = socket.create_connection(self._target, timeout=5)
-        except OSError:
-            client.close()
-            return
-        upstream.settimeout(None)
-        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
-        _pump(client, upstream)
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 @dataclass
